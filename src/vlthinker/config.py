@@ -1,0 +1,186 @@
+"""Typed configuration: one YAML file (``params.yaml`` or a recipe) loaded into pydantic models.
+
+Every knob has a default that works on a 2-core laptop; paper-scale settings live in ``recipes/``.
+Unknown keys and bad values are errors that name the key, the value and the file. The one
+``Config`` object flows to every step; no step reads environment variables for these settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vlthinker.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class DataConfig(_Section):
+    """Synthetic sources: how many items, which task families, how big the images are."""
+
+    tasks: list[str] = Field(
+        default_factory=lambda: ["count", "bar_chart", "grid_geometry", "table", "spatial", "clock"],
+        min_length=1,
+    )
+    n_train: int = Field(default=1200, ge=1)
+    n_heldout: int = Field(default=300, ge=1)
+    image_size: int = Field(default=112, ge=56, le=1024)
+    max_difficulty: int = Field(default=3, ge=1, le=3)
+    seed: int = 0
+
+
+class TinyModelConfig(_Section):
+    """Architecture of the offline tiny Qwen2.5-VL model (DESIGN §5)."""
+
+    hidden_size: int = Field(default=192, ge=16)
+    num_hidden_layers: int = Field(default=4, ge=1)
+    num_attention_heads: int = Field(default=4, ge=1)
+    num_key_value_heads: int = Field(default=2, ge=1)
+    intermediate_size: int = Field(default=512, ge=16)
+    vision_hidden_size: int = Field(default=96, ge=16)
+    vision_depth: int = Field(default=2, ge=1)
+    vision_heads: int = Field(default=4, ge=1)
+    vision_intermediate_size: int = Field(default=256, ge=16)
+    vision_initializer_range: float = Field(default=0.1, gt=0)
+    vocab_size: int = Field(default=1024, ge=300, le=65536)
+    max_position_embeddings: int = Field(default=2048, ge=128)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TinyModelConfig:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size must be divisible by num_attention_heads")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads must be divisible by num_key_value_heads")
+        head_dim = self.hidden_size // self.num_attention_heads
+        if head_dim % 8:
+            raise ValueError(f"head_dim (hidden_size / num_attention_heads = {head_dim}) must be a multiple of 8")
+        if self.vision_hidden_size % self.vision_heads:
+            raise ValueError("vision_hidden_size must be divisible by vision_heads")
+        return self
+
+
+class ModelConfig(_Section):
+    """Which base model the loop starts from.
+
+    ``base: tiny`` builds (and caches) the offline tiny VLM and pretrains it; any other value is a
+    local directory or a Hugging Face hub id (e.g. ``Qwen/Qwen2.5-VL-7B-Instruct``) loaded as is.
+    """
+
+    base: str = "tiny"
+    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
+    trust_remote_code: bool = False
+    torch_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    min_pixels: int | None = Field(default=None, ge=1)
+    max_pixels: int | None = Field(default=None, ge=1)
+    seed: int = 0
+
+
+class PretrainConfig(_Section):
+    """Base pretraining of the tiny model: image → exact caption, and direct boxed answers."""
+
+    steps: int = Field(default=800, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    learning_rate: float = Field(default=2e-3, gt=0, le=1)
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    answer_fraction: float = Field(default=0.5, ge=0, le=1, description="share of direct-answer examples")
+    n_train: int = Field(default=2000, ge=1, description="synthetic items generated for pretraining")
+    n_heldout: int = Field(default=300, ge=1, description="held-out items the base is scored on")
+    max_new_tokens: int = Field(default=12, ge=1)
+    eval_batch_size: int = Field(default=32, ge=1)
+    log_every: int = Field(default=50, ge=1)
+    seed: int = 0
+
+
+class Config(_Section):
+    """The whole configuration of a vlthinker run."""
+
+    project: str = Field(default="vlthinker", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+
+    def content_hash(self, *sections: str) -> str:
+        """Stable hash of the whole config, or of the named sections only (for caching)."""
+        payload = self.model_dump(mode="json")
+        if sections:
+            payload = {name: payload[name] for name in sections}
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _format_validation_error(exc: ValidationError, source: str, raw: dict[str, Any]) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "<root>"
+        value = error.get("input")
+        if error["type"] == "extra_forbidden":
+            lines.append(f"  - unknown key {key!r} (value {value!r})")
+        elif error["type"] == "missing":
+            lines.append(f"  - missing key {key!r}")
+        else:
+            lines.append(f"  - key {key!r}: {error['msg']} (value {value!r})")
+    return "\n".join(lines)
+
+
+def config_from_dict(raw: dict[str, Any] | None, source: str = "<dict>") -> Config:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source, raw)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Load a YAML config; ``None`` gives the defaults. ``overrides`` use dotted keys (``pretrain.steps``)."""
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"{source}: config file not found")
+        try:
+            raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if overrides:
+        raw = _apply_overrides(raw, overrides, source)
+    return config_from_dict(raw, source)
+
+
+def _apply_overrides(raw: Any, overrides: dict[str, Any], source: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    merged = json.loads(json.dumps(raw))
+    for dotted, value in overrides.items():
+        node = merged
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: override {dotted!r}: {part!r} is not a section")
+        node[parts[-1]] = value
+    return merged
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``key.path=value`` where value is YAML (``3``, ``true``, ``[a, b]``)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. pretrain.steps=100")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from None
