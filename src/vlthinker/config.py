@@ -60,7 +60,9 @@ class TinyModelConfig(_Section):
             raise ValueError("num_attention_heads must be divisible by num_key_value_heads")
         head_dim = self.hidden_size // self.num_attention_heads
         if head_dim % 8:
-            raise ValueError(f"head_dim (hidden_size / num_attention_heads = {head_dim}) must be a multiple of 8")
+            raise ValueError(
+                f"head_dim (hidden_size / num_attention_heads = {head_dim}) must be a multiple of 8"
+            )
         if self.vision_hidden_size % self.vision_heads:
             raise ValueError("vision_hidden_size must be divisible by vision_heads")
         return self

@@ -75,13 +75,17 @@ def iter_records(dataset_dir: str | Path) -> Iterator[Record]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise DatasetError(f"{path}:{lineno}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+                raise DatasetError(
+                    f"{path}:{lineno}: not valid UTF-8 ({exc.reason} at byte {exc.start})"
+                ) from None
             try:
                 payload = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
             if not isinstance(payload, dict):
-                raise DatasetError(f"{path}:{lineno}: a record must be a JSON object, got {type(payload).__name__}")
+                raise DatasetError(
+                    f"{path}:{lineno}: a record must be a JSON object, got {type(payload).__name__}"
+                )
             try:
                 yield Record.model_validate(payload)
             except ValidationError as exc:
@@ -110,7 +114,9 @@ class DatasetWriter:
         self.output_dir.parent.mkdir(parents=True, exist_ok=True)
         if self.output_dir.exists() and not overwrite:
             raise DatasetError(f"{self.output_dir}: already exists (pass overwrite to replace it)")
-        self.tmp_dir = Path(tempfile.mkdtemp(prefix=f".{self.output_dir.name}.tmp-", dir=self.output_dir.parent))
+        self.tmp_dir = Path(
+            tempfile.mkdtemp(prefix=f".{self.output_dir.name}.tmp-", dir=self.output_dir.parent)
+        )
         (self.tmp_dir / IMAGES_DIR).mkdir()
         self._records = (self.tmp_dir / RECORDS_FILE).open("w", encoding="utf-8", newline="\n")
         self._ids: set[str] = set()
@@ -127,7 +133,9 @@ class DatasetWriter:
         if record.id in self._ids:
             raise DatasetError(f"{self.output_dir}: duplicate record id {record.id!r}")
         if not (self.tmp_dir / record.image).is_file():
-            raise DatasetError(f"{self.output_dir}: record {record.id!r}: image {record.image!r} was not written")
+            raise DatasetError(
+                f"{self.output_dir}: record {record.id!r}: image {record.image!r} was not written"
+            )
         self._ids.add(record.id)
         self._records.write(dump_record(record) + "\n")
         self.count += 1
@@ -163,7 +171,9 @@ class DatasetWriter:
             self.commit()
 
 
-def write_dataset(output_dir: str | Path, items: Iterable[tuple[Record, bytes]], stats: dict | None = None) -> Path:
+def write_dataset(
+    output_dir: str | Path, items: Iterable[tuple[Record, bytes]], stats: dict | None = None
+) -> Path:
     """Write (record, image bytes) pairs atomically; image paths come from each record."""
     with DatasetWriter(output_dir) as writer:
         for record, image_bytes in items:

@@ -1,0 +1,1 @@
+"""Generation backends: turn (messages, image) prompts into sampled or greedy completions."""

@@ -1,0 +1,275 @@
+"""The ``vlthinker`` command line: thin wrappers that parse arguments and call the library.
+
+Every command prints what it does and where it writes; errors the user can fix are printed as one
+clear message with a non-zero exit code, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vlthinker.config import Config, load_config, parse_override
+from vlthinker.errors import VLThinkerError
+
+app = typer.Typer(
+    help="vlthinker: iterative SFT + GRPO self-improvement of vision-language models (OpenVLThinker).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+model_app = typer.Typer(help="Build, pretrain and inspect models.", no_args_is_help=True)
+data_app = typer.Typer(help="Generate, import and inspect datasets.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+app.add_typer(data_app, name="data")
+
+DEFAULT_CONFIG = Path("params.yaml")
+DEFAULT_STATE_DIR = Path(".vlthinker")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML config (params.yaml or a file from recipes/). Default: ./params.yaml if present, "
+        "else the built-in laptop defaults.",
+    ),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override one config key, e.g. --set pretrain.steps=100 (repeatable)."),
+]
+
+
+def log(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def resolve_config(config: Path | None, overrides: list[str] | None = None) -> Config:
+    path = config if config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    parsed = dict(parse_override(item) for item in overrides or [])
+    loaded = load_config(path, parsed)
+    log(f"config: {path if path else 'built-in defaults'}" + (f" with overrides {parsed}" if parsed else ""))
+    return loaded
+
+
+@model_app.command("build-tiny")
+def build_tiny_cmd(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write the model into.")],
+    seed: Annotated[int, typer.Option(help="Weight-initialisation seed; same seed, same weights.")] = 0,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Build the offline tiny Qwen2.5-VL model with random weights.
+
+    Writes a standard Hugging Face directory into OUTPUT: config.json, model.safetensors, the
+    tokenizer (byte-level BPE trained offline), preprocessor_config.json and chat_template.jinja.
+    AutoProcessor / AutoModelForImageTextToText load it. Nothing is downloaded.
+    """
+    from vlthinker.model.tiny import build_tiny
+
+    cfg = resolve_config(config, overrides)
+    path = build_tiny(output, seed=seed, spec=cfg.model.tiny, image_size=cfg.data.image_size)
+    info = json.loads((path / "vlthinker_model.json").read_text())
+    typer.echo(f"tiny VLM ({info['parameters']:,} parameters, seed {seed}) written to {path}")
+
+
+@model_app.command("pretrain-base")
+def pretrain_base_cmd(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write the base model into.")],
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    state_dir: Annotated[
+        Path, typer.Option(help="State directory; its cache/base/ holds base models by content key.")
+    ] = DEFAULT_STATE_DIR,
+    force: Annotated[bool, typer.Option(help="Retrain even when a cached base model exists.")] = False,
+) -> None:
+    """Pretrain the tiny VLM into the base model the first iteration has to beat.
+
+    Trains on synthetic (image -> exact caption) pairs and direct answers (\\boxed{X}, no reasoning),
+    then reports caption loss and held-out direct-answer accuracy per task family against chance.
+    Writes the model directory (with base_report.json) into OUTPUT; the result is cached by content
+    (config + seed) under STATE_DIR/cache/base/, so a second call with the same config is instant.
+    """
+    from vlthinker.model.pretrain import format_report, pretrain_base
+
+    cfg = resolve_config(config, overrides)
+    if cfg.model.base != "tiny":
+        raise VLThinkerError(
+            f"model.base is {cfg.model.base!r}: pretrain-base builds the offline tiny model only; "
+            "a hub or local base model is used as it is"
+        )
+    report, cached = pretrain_base(cfg, output, cache_dir=state_dir / "cache", log=log, force=force)
+    typer.echo(format_report(report))
+    typer.echo(f"base model {'(cached) ' if cached else ''}written to {output}")
+
+
+@data_app.command("generate")
+def data_generate_cmd(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Dataset directory to write.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of items.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed; same arguments give byte-identical output.")] = 0,
+    split: Annotated[str, typer.Option(help="train or heldout (never share an image).")] = "train",
+    tasks: Annotated[
+        str | None, typer.Option(help="Comma-separated task families (default: all). See `data tasks`.")
+    ] = None,
+    image_size: Annotated[int, typer.Option(min=56, max=1024, help="Image side in pixels.")] = 112,
+    max_difficulty: Annotated[int, typer.Option(min=1, max=3, help="Highest difficulty level.")] = 3,
+) -> None:
+    """Generate synthetic visual-reasoning items with exact answers and exact captions.
+
+    Writes OUTPUT/records.jsonl (one validated record per line), OUTPUT/images/*.png and
+    OUTPUT/stats.json, atomically (a temp directory renamed into place).
+    """
+    from vlthinker.progress import Progress
+    from vlthinker.sources.generate import generate_dataset
+
+    if split not in ("train", "heldout"):
+        raise VLThinkerError(f"--split {split!r}: must be 'train' or 'heldout'")
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    try:
+        path = generate_dataset(
+            output,
+            n=n,
+            seed=seed,
+            split=split,
+            tasks=task_list,
+            image_size=image_size,
+            max_difficulty=max_difficulty,
+            progress=Progress(f"generate {split}"),
+        )
+    except ValueError as exc:
+        raise VLThinkerError(str(exc)) from None
+    typer.echo(f"{n} {split} items written to {path}")
+
+
+@data_app.command("tasks")
+def data_tasks_cmd() -> None:
+    """List the synthetic task families."""
+    from vlthinker.sources.generate import ALL_TASKS
+
+    for name in ALL_TASKS:
+        typer.echo(name)
+
+
+@data_app.command("show")
+def data_show_cmd(
+    dataset: Annotated[Path, typer.Argument(help="Dataset directory (holds records.jsonl).")],
+    limit: Annotated[int, typer.Option(help="How many records to print.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print records as JSON lines.")] = False,
+) -> None:
+    """Summarise a dataset (counts by source, task, difficulty, split) and print a few records."""
+    from collections import Counter
+
+    from vlthinker.records import dump_record, iter_records
+
+    records = list(iter_records(dataset))
+    if as_json:
+        for record in records[:limit]:
+            typer.echo(dump_record(record))
+        return
+    typer.echo(f"{dataset}: {len(records)} records")
+    for field in ("source", "task", "difficulty", "split"):
+        counts = Counter(str(getattr(r, field)) for r in records)
+        typer.echo(f"  by {field}: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    for record in records[:limit]:
+        typer.echo(f"- {record.id} [{record.task}, d{record.difficulty}] {record.image}")
+        typer.echo(f"    Q: {record.question}")
+        typer.echo(f"    A: {record.answer}")
+        if record.caption:
+            typer.echo(f"    caption: {record.caption}")
+
+
+@data_app.command("import")
+def data_import_cmd(
+    source: Annotated[str, typer.Argument(help="Adapter name, e.g. geometry3k, mathvista (see --list).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Dataset directory to write.")],
+    split: Annotated[str | None, typer.Option(help="Split to read (default: the adapter's).")] = None,
+    path: Annotated[
+        Path | None,
+        typer.Option(help="Local copy (save_to_disk dir, parquet/jsonl files) instead of the hub."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Read at most this many rows.")] = None,
+    skip_invalid: Annotated[bool, typer.Option(help="Skip and count rows that cannot be mapped.")] = False,
+) -> None:
+    """Import a public dataset (Hugging Face `datasets` layout) into our record format.
+
+    Reads from the hub by id, or from --path; writes OUTPUT/records.jsonl, images/ and stats.json.
+    """
+    from vlthinker.progress import Progress
+    from vlthinker.sources.adapters import import_dataset
+
+    written = import_dataset(
+        source,
+        output,
+        split=split,
+        path=path,
+        limit=limit,
+        skip_invalid=skip_invalid,
+        progress=Progress(source),
+    )
+    typer.echo(f"{source} written to {written}")
+
+
+@app.command("run")
+def run_cmd(
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    state_dir: Annotated[Path, typer.Option(help="Where the run keeps its data, models and caches.")] = (
+        DEFAULT_STATE_DIR
+    ),
+) -> None:
+    """Run the main job on this machine.
+
+    Today this runs the foundation stages: the synthetic train/held-out datasets and the base model
+    (cached by content), with the base's held-out accuracy per task family. The full Kubeflow
+    pipeline (distill -> validate -> SFT -> GRPO -> evaluate -> gate, iterated) replaces it as the
+    later stages land.
+    """
+    from vlthinker.model.pretrain import format_report, pretrain_base
+    from vlthinker.progress import Progress
+    from vlthinker.sources.generate import generate_dataset
+
+    cfg = resolve_config(config, overrides)
+    data_dir = state_dir / "data"
+    for split, n in (("train", cfg.data.n_train), ("heldout", cfg.data.n_heldout)):
+        generate_dataset(
+            data_dir / split,
+            n=n,
+            seed=cfg.data.seed,
+            split=split,
+            tasks=cfg.data.tasks,
+            image_size=cfg.data.image_size,
+            max_difficulty=cfg.data.max_difficulty,
+            progress=Progress(f"generate {split}"),
+        )
+        typer.echo(f"{split}: {n} items in {data_dir / split}")
+    report, cached = pretrain_base(cfg, state_dir / "models" / "base", cache_dir=state_dir / "cache", log=log)
+    typer.echo(format_report(report))
+    typer.echo(f"base model {'(cached) ' if cached else ''}in {state_dir / 'models' / 'base'}")
+
+
+def _quiet_libraries() -> None:
+    """Our own progress lines replace the libraries' progress bars."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main() -> None:
+    _quiet_libraries()
+    try:
+        app()
+    except VLThinkerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

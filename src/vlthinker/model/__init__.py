@@ -1,0 +1,1 @@
+"""Models: the offline tiny VLM, the one loader for local and hub models, and base pretraining."""

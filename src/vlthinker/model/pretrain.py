@@ -1,0 +1,380 @@
+"""Base pretraining of the tiny VLM: the analogue of the instruct VLM the paper starts from.
+
+The tiny model learns to see (image → exact caption) and to answer directly (question → ``\\boxed{X}``,
+no reasoning, as the paper prompts its Qwen baseline). Its held-out direct-answer accuracy is the
+baseline the first iteration has to beat. Results are cached by content (config + seed + recipe
+version), and a cache entry whose weights no longer match their recorded hash is rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlthinker.config import Config
+from vlthinker.prompts import CAPTION_PROMPT, assistant_message, direct_question, user_message
+from vlthinker.records import Record, sha256_bytes
+
+RECIPE_VERSION = 1  # bump when the pretraining code changes what it produces
+PRETRAIN_SEED_OFFSET = 10_000  # pretraining items come from their own seed stream
+REPORT_FILE = "base_report.json"
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class TaskScore:
+    n: int
+    accuracy: float
+    chance: float
+    majority: float
+
+    @property
+    def above_chance(self) -> bool:
+        """Clearly above chance: at least 10 points over both uniform guessing and the majority answer."""
+        return self.accuracy >= max(self.chance, self.majority) + 0.10
+
+
+@dataclass
+class BaseReport:
+    cache_key: str
+    model_sha256: str
+    train_loss: float
+    caption_loss: float
+    heldout_accuracy: float
+    format_rate: float
+    per_task: dict[str, TaskScore] = field(default_factory=dict)
+    steps: int = 0
+    train_seconds: float = 0.0
+    n_train_items: int = 0
+    n_heldout_items: int = 0
+
+    @property
+    def families_above_chance(self) -> list[str]:
+        return sorted(task for task, score in self.per_task.items() if score.above_chance)
+
+    def to_json(self) -> dict[str, Any]:
+        payload = asdict(self)
+        payload["families_above_chance"] = self.families_above_chance
+        return payload
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> BaseReport:
+        payload = dict(payload)
+        payload.pop("families_above_chance", None)
+        payload["per_task"] = {k: TaskScore(**v) for k, v in payload.get("per_task", {}).items()}
+        return cls(**payload)
+
+
+def cache_key(config: Config) -> str:
+    """Content key of a base model: model spec + pretraining recipe + data shape + seeds."""
+    import hashlib
+
+    payload = {
+        "recipe_version": RECIPE_VERSION,
+        "model": config.model.model_dump(mode="json"),
+        "pretrain": config.pretrain.model_dump(mode="json"),
+        "data": {
+            "tasks": config.data.tasks,
+            "image_size": config.data.image_size,
+            "max_difficulty": config.data.max_difficulty,
+            "seed": config.data.seed,
+        },
+    }
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def build_training_rows(items: list[tuple[Record, Any]], answer_fraction: float, seed: int) -> list[dict]:
+    """One example per item: a direct boxed answer with probability ``answer_fraction``, else a caption."""
+    rng = random.Random(f"pretrain-mix:{seed}")
+    rows = []
+    for record, image in items:
+        if rng.random() < answer_fraction:
+            prompt, completion = direct_question(record.question), f"\\boxed{{{record.answer}}}"
+        else:
+            prompt, completion = CAPTION_PROMPT, record.caption or ""
+        rows.append(
+            {"prompt": user_message(prompt), "completion": assistant_message(completion), "images": [image]}
+        )
+    return rows
+
+
+def caption_rows(items: list[tuple[Record, Any]]) -> list[dict]:
+    return [
+        {
+            "prompt": user_message(CAPTION_PROMPT),
+            "completion": assistant_message(record.caption or ""),
+            "images": [image],
+        }
+        for record, image in items
+    ]
+
+
+def synthetic_items(config: Config, n: int, seed: int, split: str) -> list[tuple[Record, Any]]:
+    """Generate synthetic items in memory as (record, PIL image) pairs."""
+    import io
+
+    from PIL import Image
+
+    from vlthinker.sources.generate import generate_items
+
+    items = []
+    for record, png in generate_items(
+        n,
+        seed=seed,
+        split=split,
+        tasks=config.data.tasks,
+        image_size=config.data.image_size,
+        max_difficulty=config.data.max_difficulty,
+    ):
+        image = Image.open(io.BytesIO(png))
+        image.load()
+        items.append((record, image.convert("RGB")))
+    return items
+
+
+def score_direct_answers(
+    records: list[Record], predictions: list[str]
+) -> tuple[float, float, dict[str, TaskScore]]:
+    """Accuracy overall, boxed-format rate, and per task family with chance and majority baselines."""
+    from vlthinker.answers import extract_answer, grade
+    from vlthinker.sources.generate import chance_accuracy
+
+    by_task: dict[str, list[tuple[Record, bool]]] = defaultdict(list)
+    formatted = 0
+    for record, prediction in zip(records, predictions, strict=True):
+        extracted = extract_answer(prediction)
+        formatted += extracted is not None
+        by_task[record.task].append((record, grade(extracted, record.answer, record.choices)))
+    per_task = {}
+    for task, rows in sorted(by_task.items()):
+        per_task[task] = TaskScore(
+            n=len(rows),
+            accuracy=sum(ok for _, ok in rows) / len(rows),
+            chance=sum(chance_accuracy(_question_type(r)) for r, _ in rows) / len(rows),
+            majority=_majority_baseline([r for r, _ in rows]),
+        )
+    total = sum(len(rows) for rows in by_task.values())
+    correct = sum(ok for rows in by_task.values() for _, ok in rows)
+    return correct / max(total, 1), formatted / max(total, 1), per_task
+
+
+def _question_type(record: Record) -> str:
+    return str(getattr(record, "question_type", None) or record.task)
+
+
+def _majority_baseline(records: list[Record]) -> float:
+    """Accuracy of always giving each question type's most common answer (an oracle-ish prior)."""
+    groups: dict[str, Counter] = defaultdict(Counter)
+    for record in records:
+        groups[_question_type(record)][record.answer] += 1
+    hits = sum(counter.most_common(1)[0][1] for counter in groups.values())
+    return hits / max(len(records), 1)
+
+
+def _trainer_args(config: Config, output_dir: str, device: str):
+    from trl import SFTConfig
+
+    p = config.pretrain
+    on_gpu = device.startswith("cuda")
+    return SFTConfig(
+        output_dir=output_dir,
+        per_device_train_batch_size=p.batch_size,
+        per_device_eval_batch_size=p.eval_batch_size,
+        max_steps=p.steps,
+        learning_rate=p.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=int(p.warmup_ratio * p.steps),
+        weight_decay=p.weight_decay,
+        logging_steps=p.log_every,
+        save_strategy="no",
+        report_to=[],
+        gradient_checkpointing=False,
+        max_length=None,
+        use_cpu=not on_gpu,
+        bf16=on_gpu,
+        seed=p.seed,
+        data_seed=p.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+
+
+def _log_callback(log: Log, total_steps: int):
+    from transformers import TrainerCallback
+
+    class LogLoss(TrainerCallback):
+        def __init__(self):
+            self.start = time.monotonic()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                elapsed = time.monotonic() - self.start
+                eta = elapsed / max(state.global_step, 1) * (total_steps - state.global_step)
+                log(
+                    f"pretrain: step {state.global_step}/{total_steps} loss {float(logs['loss']):.4f} "
+                    f"lr {float(logs.get('learning_rate', 0)):.2e} (elapsed {elapsed:.0f}s, ETA {eta:.0f}s)"
+                )
+
+    return LogLoss()
+
+
+def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
+    """Build the tiny model, pretrain it, score it, and save it into ``model_dir``."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from vlthinker.backends.hf import SamplingParams, generate
+    from vlthinker.model.loader import LoadedModel, default_device, load_model, save_model
+    from vlthinker.model.tiny import build_tiny
+
+    p = config.pretrain
+    device = default_device()
+    torch.manual_seed(p.seed)
+    build_tiny(model_dir, seed=config.model.seed, spec=config.model.tiny, image_size=config.data.image_size)
+    loaded = load_model(model_dir, device=device)
+    log(f"pretrain: generating {p.n_train} training and {p.n_heldout} held-out synthetic items")
+    train_items = synthetic_items(config, p.n_train, PRETRAIN_SEED_OFFSET + p.seed, "train")
+    heldout_items = synthetic_items(config, p.n_heldout, config.data.seed, "heldout")
+    train_ds = Dataset.from_list(build_training_rows(train_items, p.answer_fraction, p.seed))
+    caption_eval_ds = Dataset.from_list(caption_rows(heldout_items))
+
+    with tempfile.TemporaryDirectory(prefix="vlthinker-pretrain-") as scratch:
+        loaded.model.train()
+        trainer = SFTTrainer(
+            model=loaded.model,
+            args=_trainer_args(config, scratch, device),
+            train_dataset=train_ds,
+            eval_dataset=caption_eval_ds,
+            processing_class=loaded.processor,
+            callbacks=[_log_callback(log, p.steps)],
+        )
+        started = time.monotonic()
+        result = trainer.train()
+        train_seconds = time.monotonic() - started
+        caption_loss = float(trainer.evaluate()["eval_loss"])
+    model = trainer.model.eval()
+    log(
+        f"pretrain: trained {p.steps} steps in {train_seconds:.0f}s; held-out caption loss {caption_loss:.4f}"
+    )
+
+    records = [record for record, _ in heldout_items]
+    prompts = [user_message(direct_question(r.question)) for r in records]
+    outputs = generate(
+        LoadedModel(model=model, processor=loaded.processor, ref=str(model_dir)),
+        prompts,
+        [image for _, image in heldout_items],
+        SamplingParams(max_new_tokens=p.max_new_tokens),
+        batch_size=p.eval_batch_size,
+    )
+    accuracy, format_rate, per_task = score_direct_answers(records, [o[0] for o in outputs])
+    save_model(model, loaded.processor, model_dir)
+    return BaseReport(
+        cache_key=cache_key(config),
+        model_sha256=sha256_bytes((model_dir / "model.safetensors").read_bytes()),
+        train_loss=float(result.training_loss),
+        caption_loss=caption_loss,
+        heldout_accuracy=accuracy,
+        format_rate=format_rate,
+        per_task=per_task,
+        steps=p.steps,
+        train_seconds=train_seconds,
+        n_train_items=len(train_items),
+        n_heldout_items=len(heldout_items),
+    )
+
+
+def read_cached(entry: Path) -> BaseReport | None:
+    """A cache entry's report if the entry is complete and its weights match the recorded hash."""
+    report_file = entry / REPORT_FILE
+    weights = entry / "model.safetensors"
+    if not report_file.is_file() or not weights.is_file():
+        return None
+    try:
+        report = BaseReport.from_json(json.loads(report_file.read_text()))
+    except (ValueError, TypeError, KeyError):
+        return None
+    if sha256_bytes(weights.read_bytes()) != report.model_sha256:
+        return None
+    return report
+
+
+def pretrain_base(
+    config: Config,
+    output_dir: str | Path,
+    cache_dir: str | Path | None = None,
+    log: Log = print,
+    force: bool = False,
+) -> tuple[BaseReport, bool]:
+    """Pretrain (or fetch from the cache) the base model into ``output_dir``; return (report, cached)."""
+    output = Path(output_dir)
+    key = cache_key(config)
+    entry = Path(cache_dir) / "base" / key if cache_dir else None
+    if not force:
+        for candidate in (entry, output):
+            if candidate is None:
+                continue
+            report = read_cached(candidate)
+            if report is not None and report.cache_key == key:
+                if candidate != output:
+                    _replace_dir(candidate, output)
+                log(f"pretrain: cached base model {key} reused from {candidate}")
+                return report, True
+            if candidate == entry and candidate.exists():
+                log(f"pretrain: cache entry {candidate} is incomplete or corrupted; rebuilding it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    try:
+        report = train_base(config, tmp, log)
+        (tmp / REPORT_FILE).write_text(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
+        if entry is not None:
+            _replace_dir(tmp, entry)
+        _replace_dir(tmp, output, move=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return report, False
+
+
+def _replace_dir(source: Path, target: Path, move: bool = False) -> None:
+    """Put ``source`` at ``target`` atomically (copy or move into a temp sibling, then rename)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    shutil.rmtree(staging)
+    if move:
+        shutil.move(str(source), staging)
+    else:
+        shutil.copytree(source, staging)
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+
+
+def format_report(report: BaseReport) -> str:
+    lines = [
+        f"base model {report.cache_key}: held-out accuracy {report.heldout_accuracy:.1%} "
+        f"(boxed-format rate {report.format_rate:.1%}), caption loss {report.caption_loss:.4f}, "
+        f"train loss {report.train_loss:.4f}",
+        f"{'task':<15}{'n':>5}{'accuracy':>10}{'chance':>9}{'majority':>10}  above chance",
+    ]
+    for task, score in report.per_task.items():
+        lines.append(
+            f"{task:<15}{score.n:>5}{score.accuracy:>10.1%}{score.chance:>9.1%}{score.majority:>10.1%}  "
+            f"{'yes' if score.above_chance else 'no'}"
+        )
+    lines.append(f"families clearly above chance: {len(report.families_above_chance)}/{len(report.per_task)}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Dataset sources: procedural synthetic visual-reasoning tasks with exact answers and captions."""
