@@ -42,7 +42,8 @@ die() {
 export MLFLOW_HOST MLFLOW_PORT MLFLOW_WORKERS MLFLOW_SERVE_ARTIFACTS MLFLOW_AUTH_ADMIN_USERNAME \
     MLFLOW_SERVER_ENABLE_JOB_EXECUTION
 
-# postgres_uri DATABASE: postgresql://user:password@host:port/DATABASE[?sslmode=...], URL-encoded.
+# postgres_uri DATABASE: postgresql+psycopg://user:password@host:port/DATABASE[?sslmode=...],
+# user and password URL-encoded.
 postgres_uri() {
     python3 - "$1" <<'PY'
 import os
@@ -56,7 +57,7 @@ if missing:
 host = env["MLFLOW_DB_HOST"]
 if ":" in host and not host.startswith("["):
     host = "[%s]" % host  # IPv6 literal
-uri = "postgresql://%s:%s@%s:%s/%s" % (
+uri = "postgresql+psycopg://%s:%s@%s:%s/%s" % (
     quote(env["MLFLOW_DB_USER"], safe=""),
     quote(env["MLFLOW_DB_PASSWORD"], safe=""),
     host,
@@ -140,7 +141,7 @@ case "$cmd" in
     print-config)
         prepare_server
         [ "$AUTH_APP" = 1 ] && set -- "$@" --app-name basic-auth
-        echo "command: mlflow server $*"
+        echo "command: mlflow server${*:+ $*}"
         echo "host: $MLFLOW_HOST port: $MLFLOW_PORT workers: $MLFLOW_WORKERS"
         echo "allowed hosts: ${MLFLOW_SERVER_ALLOWED_HOSTS:-<mlflow default: localhost and private IPs>}"
         echo "artifacts: $MLFLOW_ARTIFACTS_DESTINATION"

@@ -24,7 +24,12 @@ app = typer.Typer(
 )
 model_app = typer.Typer(help="Build, pretrain and inspect models.", no_args_is_help=True)
 data_app = typer.Typer(help="Generate, import and inspect datasets.", no_args_is_help=True)
+step_app = typer.Typer(
+    help="Run one pipeline step on dataset directories (used by DVC stages and KFP components).",
+    no_args_is_help=True,
+)
 app.add_typer(model_app, name="model")
+app.add_typer(step_app, name="step")
 app.add_typer(data_app, name="data")
 
 DEFAULT_CONFIG = Path("params.yaml")
@@ -213,6 +218,137 @@ def data_import_cmd(
         progress=Progress(source),
     )
     typer.echo(f"{source} written to {written}")
+
+
+InputOption = Annotated[Path, typer.Option("--input", "-i", help="Input dataset directory.")]
+OutputOption = Annotated[
+    Path, typer.Option("--output", "-o", help="Output dataset directory (written atomically).")
+]
+
+
+def _print_stats(stats: dict) -> None:
+    typer.echo(json.dumps(stats, indent=2, sort_keys=True))
+
+
+@step_app.command("caption")
+def step_caption_cmd(
+    input_dir: InputOption,
+    output: OutputOption,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="VLM for captions when caption.backend is not set (default: STATE_DIR/models/base)."
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    state_dir: Annotated[
+        Path, typer.Option(help="State directory (holds the base model).")
+    ] = DEFAULT_STATE_DIR,
+) -> None:
+    """Caption records that lack an exact caption; keep exact captions.
+
+    Writes OUTPUT (records with `caption` and `caption_source`, images, stats.json). Resumable: a
+    re-run skips records already captioned (journal beside OUTPUT, and captions in a previous OUTPUT).
+    """
+    from vlthinker.backends.base import BackendConfig, make_backend
+    from vlthinker.records import read_records
+    from vlthinker.steps.caption import caption_dataset
+
+    cfg = resolve_config(config, overrides)
+    backend_cfg = cfg.caption.backend
+    needs_model = any(not (r.caption_exact and r.caption) for r in read_records(input_dir))
+    backend = None
+    if needs_model:
+        if backend_cfg is None:
+            model_dir = model or state_dir / "models" / "base"
+            backend_cfg = BackendConfig(kind="hf", model=str(model_dir), batch_size=cfg.caption.batch_size)
+        backend = make_backend(backend_cfg)
+    name = f"{backend_cfg.kind}:{backend_cfg.model}" if backend_cfg else "none"
+    try:
+        stats = caption_dataset(
+            input_dir,
+            output,
+            backend,
+            name,
+            cfg.caption.prompt,
+            cfg.caption.sampling.params(),
+            cfg.caption.batch_size,
+            log,
+        )
+    finally:
+        if backend is not None:
+            backend.close()
+    _print_stats(stats)
+
+
+@step_app.command("distill")
+def step_distill_cmd(
+    input_dir: InputOption, output: OutputOption, config: ConfigOption = None, overrides: SetOption = None
+) -> None:
+    """Distil reasoning traces from a text-only teacher (iteration 1).
+
+    The teacher (distill.teacher: the offline scripted teacher, or a backend such as an
+    OpenAI-compatible R1 endpoint) reads caption + question, samples k chains; the shortest verified
+    chain is kept after reflection truncation and the word cap. Writes OUTPUT as an SFT dataset
+    (TRL prompt/completion + our record fields) and stats.json (pass@k, kept/dropped by reason).
+    """
+    from vlthinker.steps.distill import distill
+
+    cfg = resolve_config(config, overrides)
+    _print_stats(distill(cfg, input_dir, output, log=log))
+
+
+@step_app.command("self-generate")
+def step_self_generate_cmd(
+    input_dir: InputOption,
+    output: OutputOption,
+    model: Annotated[Path, typer.Option(help="The VLM that answers from the image (previous RL model).")],
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Self-generate reasoning traces with a VLM from the image (iterations >= 2).
+
+    The model samples k answers per item in the <think>/<answer> format; only traces whose answer
+    verifies are kept (same filters as distillation). Writes OUTPUT as an SFT dataset + stats.json.
+    """
+    from vlthinker.steps.self_generate import self_generate
+
+    cfg = resolve_config(config, overrides)
+    _print_stats(self_generate(cfg, model, input_dir, output, log=log))
+
+
+@app.command("validate")
+def validate_cmd(
+    dataset: Annotated[Path, typer.Argument(help="Dataset directory (holds records.jsonl and images/).")],
+    kind: Annotated[str, typer.Option(help="Dataset kind: source, captioned, sft, rl or eval.")],
+    against: Annotated[
+        list[Path] | None,
+        typer.Option(help="Evaluation dataset to guard against contamination (repeatable)."),
+    ] = None,
+    report_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write validation.json/.html here (default: beside DATASET as DATASET.validation.*)."
+        ),
+    ] = None,
+) -> None:
+    """Validate a dataset with its Great Expectations suite (and the contamination guard).
+
+    Exit code 0 when every critical expectation passes, 1 otherwise; warnings never fail. Prints a
+    short summary (rule, failing count, example records) and writes the full results as JSON and HTML.
+    """
+    from vlthinker.validation import validate_dataset
+
+    result = validate_dataset(dataset, kind, against=against or [])
+    try:
+        json_path, html_path = result.write(report_dir)
+    except OSError as exc:
+        raise VLThinkerError(f"cannot write the validation reports: {exc}") from None
+    typer.echo(result.summary())
+    typer.echo(f"reports: {json_path}, {html_path}")
+    if not result.success:
+        raise typer.Exit(code=1)
 
 
 @app.command("run")

@@ -15,7 +15,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from vlthinker.backends.base import BackendConfig
 from vlthinker.errors import ConfigError
+from vlthinker.teacher.offline import OfflineTeacherConfig
 
 
 class _Section(BaseModel):
@@ -101,6 +103,95 @@ class PretrainConfig(_Section):
     seed: int = 0
 
 
+class SamplingConfig(_Section):
+    """Decoding settings of one generation job (temperature 0 = greedy)."""
+
+    temperature: float = Field(default=0.7, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=1)
+    max_new_tokens: int = Field(default=256, ge=1)
+    seed: int | None = None
+
+    def params(self, n: int = 1):
+        from vlthinker.backends.base import SamplingParams
+
+        return SamplingParams(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            n=n,
+            seed=self.seed,
+        )
+
+
+DEFAULT_REFLECTION_MARKERS = ["Wait,", "But wait,", "But the question"]
+
+
+class TraceFilterConfig(_Section):
+    """How raw chains become SFT traces: reflection truncation, word cap, which verified trace to keep."""
+
+    reflection_markers: list[str] = Field(default_factory=lambda: list(DEFAULT_REFLECTION_MARKERS))
+    truncate_reflections: bool = True
+    require_answer_after_truncation: bool = Field(
+        default=True, description="drop a truncated trace whose remaining reasoning never states the answer"
+    )
+    max_words: int = Field(default=500, ge=1, description="drop traces with longer reasoning (paper: 500)")
+    keep: Literal["shortest", "first"] = "shortest"
+
+
+class CaptionConfig(_Section):
+    """Captioning of records without an exact caption. ``backend: null`` = the base model via hf."""
+
+    backend: BackendConfig | None = None
+    prompt: str = (
+        "Describe this image in detail so that someone who cannot see it could answer questions about it: "
+        "list every object with its colour, shape, size and position, every number, label and text, and "
+        "the values shown in any chart, table or diagram."
+    )
+    sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.0, max_new_tokens=256)
+    )
+    batch_size: int = Field(default=16, ge=1)
+
+
+class DistillConfig(_Section):
+    """Iteration 1: a text-only reasoning teacher reads caption + question and writes k chains.
+
+    ``teacher: offline`` is the scripted offline teacher for the synthetic sources (tests, laptop);
+    ``teacher: backend`` uses ``backend`` (an OpenAI-compatible R1 endpoint, vllm, or hf).
+    """
+
+    teacher: Literal["offline", "backend"] = "offline"
+    offline: OfflineTeacherConfig = Field(default_factory=OfflineTeacherConfig)
+    backend: BackendConfig | None = None
+    k: int = Field(default=4, ge=1)
+    sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.6, top_p=0.95, max_new_tokens=4096)
+    )
+    filters: TraceFilterConfig = Field(default_factory=TraceFilterConfig)
+    batch_size: int = Field(default=32, ge=1)
+
+    @model_validator(mode="after")
+    def _backend_when_needed(self) -> DistillConfig:
+        if self.teacher == "backend" and self.backend is None:
+            raise ValueError("teacher is 'backend' but no backend is configured")
+        return self
+
+
+class SelfGenerateConfig(_Section):
+    """Iteration >= 2: the previous iteration's RL model answers from the image; verified traces kept."""
+
+    model_from: Literal["previous_rl", "champion"] = "previous_rl"
+    backend_kind: Literal["hf", "vllm"] = "hf"
+    k: int = Field(default=4, ge=1)
+    sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=256)
+    )
+    filters: TraceFilterConfig = Field(default_factory=TraceFilterConfig)
+    batch_size: int = Field(default=16, ge=1)
+
+
 class Config(_Section):
     """The whole configuration of a vlthinker run."""
 
@@ -109,6 +200,9 @@ class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    caption: CaptionConfig = Field(default_factory=CaptionConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    self_generate: SelfGenerateConfig = Field(default_factory=SelfGenerateConfig)
 
     def content_hash(self, *sections: str) -> str:
         """Stable hash of the whole config, or of the named sections only (for caching)."""

@@ -172,6 +172,8 @@ initContainers:
     image: {{ include "vlthinker.image" (dict "image" $p.image "ctx" $) | quote }}
     imagePullPolicy: {{ $p.image.pullPolicy }}
     command: ["vlthinker"]
+    # A writable working directory: the root filesystem is read-only.
+    workingDir: /work
     args:
       - compile
       - --config
@@ -191,6 +193,7 @@ containers:
     image: {{ include "vlthinker.image" (dict "image" $p.image "ctx" $) | quote }}
     imagePullPolicy: {{ $p.image.pullPolicy }}
     command: ["vlthinker"]
+    workingDir: /work
     args:
       - submit
       - --host
@@ -259,8 +262,6 @@ affinity:
 {{- $p := .Values.pipeline -}}
 - name: HOME
   value: /tmp
-- name: VLTHINKER_CONFIG
-  value: /etc/vlthinker/config.yaml
 - name: MLFLOW_TRACKING_URI
   value: {{ include "vlthinker.mlflow.url" . | quote }}
 {{- with $p.mlflowCredentials.existingSecret }}
@@ -299,4 +300,29 @@ affinity:
 
 {{- define "vlthinker.pipeline.runName" -}}
 {{- default (printf "%s-r%d" .Release.Name (int .Release.Revision)) .Values.pipeline.runName -}}
+{{- end -}}
+
+{{/* Postgres connection env for the MLflow image's entrypoint (it composes the URI). */}}
+{{- define "vlthinker.mlflow.dbEnv" -}}
+{{- $pg := .Values.postgresql -}}
+- name: MLFLOW_DB_HOST
+  value: {{ include "vlthinker.postgresql.host" . | quote }}
+- name: MLFLOW_DB_PORT
+  value: {{ $pg.port | quote }}
+- name: MLFLOW_DB_NAME
+  value: {{ $pg.database | quote }}
+{{- with $pg.sslMode }}
+- name: MLFLOW_DB_SSLMODE
+  value: {{ . | quote }}
+{{- end }}
+- name: MLFLOW_DB_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ $pg.existingSecret | quote }}
+      key: {{ $pg.usernameKey | quote }}
+- name: MLFLOW_DB_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $pg.existingSecret | quote }}
+      key: {{ $pg.passwordKey | quote }}
 {{- end -}}

@@ -23,6 +23,29 @@ Conventions shared by every adapter:
 
 A row that cannot be mapped (no image, empty question or answer, an answer that is not one of the
 options) raises `DatasetError` naming the adapter, the row index and id, and the problem.
+
+The adapters (column layouts from the ``dataset_info.features`` of each hub card, and from the
+evaluation code of the OpenVLThinker repository for how the benchmarks are prompted and graded):
+
+============  =====================================  =========================  ========  =====
+adapter       hub id                                 config                     split     role
+============  =====================================  =========================  ========  =====
+geometry3k    hiyouga/geometry3k                     (default)                  train     train
+figureqa      lmms-lab/LLaVA-OneVision-Data          FigureQA(MathV360K)        train     train
+tabmwp        lmms-lab/LLaVA-OneVision-Data          TabMWP(MathV360K)          train     train
+clevr         lmms-lab/LLaVA-OneVision-Data          CLEVR-Math(MathV360K)      train     train
+superclevr    lmms-lab/LLaVA-OneVision-Data          Super-CLEVR(MathV360K)     train     train
+mathvista     AI4Math/MathVista                      (default)                  testmini  eval
+mathverse     AI4Math/MathVerse                      testmini                   testmini  eval
+mathvision    MathLLMs/MathVision                    (default)                  test      eval
+============  =====================================  =========================  ========  =====
+
+FigureQA, TabMWP and CLEVR have no official Hugging Face copy with an Image column; the training
+sources the paper lists (FigureQA, Geometry3K, TabMWP, CLEVR, Super-CLEVR, GEOS, ...) are the
+MathV360K (Math-LLaVA) subsets, which LLaVA-OneVision-Data publishes one config each, single-turn,
+in one layout: ``id``, ``image``, ``conversations`` [{"from": "human"|"gpt", "value"}],
+``data_source``. MathVision's ``test`` split (3040 items) is the "full" set the paper reports
+(24.0 -> 25.3); ``split="testmini"`` gives the 304-item subset.
 """
 
 from __future__ import annotations
