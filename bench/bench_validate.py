@@ -50,18 +50,28 @@ def time_validation(dataset: Path, kind: str, against: list[Path]) -> tuple[floa
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1,000 vs 10,000 records instead of 10,000 vs 100,000")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="1,000 vs 10,000 records instead of 10,000 vs 100,000"
+    )
     parser.add_argument("--kind", default="captioned", choices=["source", "captioned", "eval"])
     parser.add_argument("--pool", type=int, default=240, help="distinct images to draw records from")
-    parser.add_argument("--eval-size", type=int, default=300, help="held-out items to guard against (0: none)")
+    parser.add_argument(
+        "--eval-size", type=int, default=300, help="held-out items to guard against (0: none)"
+    )
     args = parser.parse_args(argv)
     small, large = (1_000, 10_000) if args.quick else (10_000, 100_000)
 
     with tempfile.TemporaryDirectory(prefix="bench-validate-") as tmp:
         root = Path(tmp)
         pool = generate_dataset(root / "pool", n=args.pool, seed=0, split="train")
-        against = [generate_dataset(root / "heldout", n=args.eval_size, seed=0, split="heldout")] if args.eval_size else []
+        against = (
+            [generate_dataset(root / "heldout", n=args.eval_size, seed=0, split="heldout")]
+            if args.eval_size
+            else []
+        )
         build_dataset(pool, root / "warm", 200)
         time_validation(root / "warm", args.kind, against)  # pays the Great Expectations import
         timings = {}

@@ -118,6 +118,8 @@ def test_interrupted_distillation_resumes_without_resampling(source_dir, tmp_pat
     ("chain", "reason"),
     [
         ("no tags at all, \\boxed{3}", traces.DROP_NO_THINK),
+        ("<think>a <think>b</think><answer>7</answer>", traces.DROP_MALFORMED),
+        ("<think>a</think><answer>7</answer><answer>7</answer>", traces.DROP_MALFORMED),
         ("<think>I think so</think> so it is something", traces.DROP_NO_ANSWER),
         ("<think>3 and 4 make 7</think> \\boxed{8}", traces.DROP_WRONG),
         ("<think>Wait, 3 and 4 make 7</think> \\boxed{7}", traces.DROP_EMPTY),

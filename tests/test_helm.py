@@ -625,6 +625,7 @@ def test_dockerfile_is_pinned_non_root_and_healthchecked(chart):
         if line.strip() and not line.startswith("#")
     ]
     assert requirements and all(re.fullmatch(r"[\w.-]+(\[[\w,-]+\])?==[\w.]+", r) for r in requirements)
+    assert any(r.startswith("psycopg[binary]==3.") for r in requirements), "the entrypoint's driver"
     mlflow_pin = next(r for r in requirements if r.startswith("mlflow"))
     assert mlflow_pin == f"mlflow[auth]=={chart.metadata['annotations']['vlthinker.io/mlflow-version']}"
     for name in ("entrypoint.sh", "basic_auth.ini.template", "requirements.txt"):
@@ -709,8 +710,9 @@ def test_entrypoint_composes_the_store_uris_without_leaking_the_password(tmp_pat
     config = read_auth_config()
     assert config.default_permission == "READ"
     url = make_url(config.database_uri)
+    # psycopg 3 named explicitly: SQLAlchemy 2.1's default, and the driver the image installs.
     assert (url.drivername, url.host, url.port, url.database) == (
-        "postgresql",
+        "postgresql+psycopg",
         "db.example.internal",
         5433,
         "mlflow_auth",

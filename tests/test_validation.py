@@ -281,7 +281,12 @@ BROKEN: dict[str, tuple[str, Mutator, set[str], dict[str, Any]]] = {
     "path_nul_byte": ("source", _set("image", "images/a\x00b.png"), {"image_path_inside"}, {}),
     "sha_mismatch": ("source", _set("image_sha256", "0" * 64), {"image_sha256_matches"}, {}),
     "captioned_missing_caption": ("captioned", _drop("caption"), {"record_fields"}, {}),
-    "captioned_blank_caption": ("captioned", _set("caption", "  "), {"caption_nonempty", "caption_words"}, {}),
+    "captioned_blank_caption": (
+        "captioned",
+        _set("caption", "  "),
+        {"caption_nonempty", "caption_words"},
+        {},
+    ),
     "captioned_short_caption": ("captioned", _set("caption", "A clock."), {"caption_words"}, {}),
     "sft_missing_completion": ("sft", _drop("completion"), {"record_fields"}, {}),
     "sft_prompt_without_image": (
@@ -296,7 +301,12 @@ BROKEN: dict[str, tuple[str, Mutator, set[str], dict[str, Any]]] = {
         {"completion_format"},
         {},
     ),
-    "sft_bad_trace_format": ("sft", _set("completion", assistant_message("The answer is 3.")), {"trace_format"}, {}),
+    "sft_bad_trace_format": (
+        "sft",
+        _set("completion", assistant_message("The answer is 3.")),
+        {"trace_format"},
+        {},
+    ),
     "sft_two_answer_tags": (
         "sft",
         _set("completion", assistant_message("<think>x</think><answer>1</answer><answer>2</answer>")),
@@ -325,7 +335,12 @@ BROKEN |= {
     ),
     "sft_too_long": (
         "sft",
-        _sft_trace(lambda r: {"completion": assistant_message(trace_of(r, reasoning="step " * 30)), "reasoning": "step " * 30}),
+        _sft_trace(
+            lambda r: {
+                "completion": assistant_message(trace_of(r, reasoning="step " * 30)),
+                "reasoning": "step " * 30,
+            }
+        ),
         {"trace_words"},
         {"trace_max_words": 20},
     ),
@@ -474,8 +489,19 @@ def test_cli_validate_exit_codes(clean_source, clean_eval, tmp_path):
     from vlthinker.cli import app
 
     runner = CliRunner()
-    ok = runner.invoke(app, ["validate", str(clean_source), "--kind", "source", "--against", str(clean_eval),
-                             "--report-dir", str(tmp_path / "ok")])
+    ok = runner.invoke(
+        app,
+        [
+            "validate",
+            str(clean_source),
+            "--kind",
+            "source",
+            "--against",
+            str(clean_eval),
+            "--report-dir",
+            str(tmp_path / "ok"),
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     assert "PASSED" in ok.output and (tmp_path / "ok" / "validation.json").is_file()
 
@@ -519,7 +545,7 @@ def test_bad_arguments_are_user_errors(clean_source, tmp_path):
     with pytest.raises(VLThinkerError, match="not a directory"):
         validate_dataset(tmp_path / "missing", "source")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(VLThinkerError, match="records.jsonl"):
+    with pytest.raises(VLThinkerError, match=r"records\.jsonl"):
         validate_dataset(clean_source, "source", against=[tmp_path / "empty"])
 
 

@@ -848,11 +848,15 @@ class _Budget:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             return None
-        if _alarm_usable():
-            finished, result = _call_with_alarm(lambda: _compute(op, a, b), remaining)
-        elif os.name == "posix":
-            finished, result = _POOL.call({"op": op, "a": a, "b": b, "t": remaining}, remaining)
-        else:  # pragma: no cover - no SIGALRM, no select() on pipes
+        try:
+            if _alarm_usable():
+                finished, result = _call_with_alarm(lambda: _compute(op, a, b), remaining)
+            elif os.name == "posix":
+                finished, result = _POOL.call({"op": op, "a": a, "b": b, "t": remaining}, remaining)
+            else:  # pragma: no cover - no SIGALRM, no select() on pipes
+                return None
+        except Exception:  # a failed symbolic check is "unknown", the other rules still apply
+            logger.debug("symbolic check failed", exc_info=True)
             return None
         return result if finished else None
 

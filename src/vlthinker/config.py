@@ -192,6 +192,145 @@ class SelfGenerateConfig(_Section):
     batch_size: int = Field(default=16, ge=1)
 
 
+class LaunchConfig(_Section):
+    """How a training step runs: in this process, or under ``accelerate launch`` with several processes.
+
+    ``num_processes > 1`` re-invokes the step through ``accelerate launch`` with ``accelerate_config``
+    (e.g. ``recipes/accelerate/multi_gpu.yaml`` or ``recipes/accelerate/deepspeed_zero3.yaml``).
+    """
+
+    num_processes: int = Field(default=1, ge=1)
+    accelerate_config: str | None = Field(
+        default=None, description="accelerate config file (relative paths are read from the working dir)"
+    )
+    main_process_port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class LoraConfig(_Section):
+    """LoRA adapters (peft) for ``finetune: lora``; merged into the weights when the step ends."""
+
+    r: int = Field(default=16, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class TrainCommonConfig(_Section):
+    """Optimisation, freezing, checkpointing and launch settings shared by the SFT and RL steps."""
+
+    finetune: Literal["full", "lora"] = "full"
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    freeze_vision_tower: bool = True
+    freeze_projector: bool = True
+    learning_rate: float = Field(default=1e-3, gt=0, le=1)
+    max_steps: int | None = Field(default=None, ge=1, description="optimizer steps; None = run `epochs`")
+    epochs: float = Field(default=1.0, gt=0)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    logging_steps: int = Field(default=10, ge=1)
+    save_steps: int = Field(default=50, ge=1, description="checkpoint every N optimizer steps")
+    save_total_limit: int = Field(default=2, ge=1)
+    keep_checkpoints: bool = Field(default=False, description="keep the checkpoint dir after success")
+    seed: int = 0
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)
+
+
+class SFTConfig(TrainCommonConfig):
+    """Supervised fine-tuning on an SFT dataset (TRL SFTTrainer), completion-only loss.
+
+    ``init_from``: each iteration starts from the base model (paper) or from the previous model.
+    """
+
+    init_from: Literal["base", "previous"] = "base"
+    batch_size: int = Field(default=16, ge=1, description="examples per device and micro-step")
+    max_length: int | None = Field(default=None, ge=16, description="truncate examples (tokens); None = off")
+    max_steps: int | None = Field(default=250, ge=1, description="optimizer steps; None = run `epochs`")
+
+
+class SelectConfig(_Section):
+    """RL data selection: each candidate's pass rate under the SFT model from k samples, then a band.
+
+    ``curriculum: medium_then_hard`` orders the kept items medium (pass rate in ``medium_band``) first,
+    then hard (``hard_band``), as the paper's later recipe; ``none`` keeps (min, max) and shuffles.
+    Bounds are exclusive: the default keeps 0 < p < 1 (items the model sometimes solves).
+    """
+
+    k: int = Field(default=8, ge=1)
+    sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=96)
+    )
+    min_pass_rate: float = Field(default=0.0, ge=0, le=1)
+    max_pass_rate: float = Field(default=1.0, ge=0, le=1)
+    curriculum: Literal["none", "medium_then_hard"] = "none"
+    medium_band: tuple[float, float] = (0.5, 1.0)
+    hard_band: tuple[float, float] = (0.0, 0.5)
+    max_items: int | None = Field(default=None, ge=1, description="cap on kept items (None = all)")
+    backend_kind: Literal["hf", "vllm"] = "hf"
+    batch_size: int = Field(default=32, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _bands_ordered(self) -> SelectConfig:
+        for name, (low, high) in (
+            ("pass-rate band", (self.min_pass_rate, self.max_pass_rate)),
+            ("medium_band", self.medium_band),
+            ("hard_band", self.hard_band),
+        ):
+            if not 0 <= low < high <= 1:
+                raise ValueError(f"{name} must satisfy 0 <= low < high <= 1, got ({low}, {high})")
+        return self
+
+
+class RLConfig(TrainCommonConfig):
+    """GRPO (TRL GRPOTrainer) on an RL dataset; rewards come from ``vlthinker.answers``.
+
+    One optimizer step sees ``prompts_per_step`` prompts x ``num_generations`` completions. The accuracy
+    reward requires the strict format; ``format_weight > 0`` adds the format reward beside it.
+    ``max_prompt_length`` drops (and counts) items whose prompt, image tokens included, is longer.
+    """
+
+    learning_rate: float = Field(default=5e-5, gt=0, le=1)
+    max_steps: int | None = Field(default=60, ge=1, description="optimizer steps; None = run `epochs`")
+    warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "constant"
+    logging_steps: int = Field(default=5, ge=1)
+    save_steps: int = Field(default=20, ge=1, description="checkpoint every N optimizer steps")
+    prompts_per_step: int = Field(default=4, ge=1)
+    num_generations: int = Field(default=8, ge=2)
+    temperature: float = Field(default=0.7, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    max_prompt_length: int | None = Field(default=None, ge=1)
+    max_completion_length: int = Field(default=96, ge=1)
+    beta: float = Field(default=0.01, ge=0, description="KL coefficient (0 = no reference model)")
+    epsilon: float = Field(default=0.2, gt=0)
+    num_iterations: int = Field(default=1, ge=1)
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = "grpo"
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    accuracy_weight: float = Field(default=1.0, ge=0)
+    format_weight: float = Field(default=0.0, ge=0)
+    use_vllm: bool = False
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_server_base_url: str | None = None
+    vllm_gpu_memory_utilization: float = Field(default=0.3, gt=0, le=1)
+    vllm_tensor_parallel_size: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _rewards_and_batch(self) -> RLConfig:
+        if self.accuracy_weight == 0 and self.format_weight == 0:
+            raise ValueError("at least one of accuracy_weight, format_weight must be > 0")
+        completions = self.prompts_per_step * self.num_generations
+        shards = self.launch.num_processes * self.gradient_accumulation_steps
+        if completions % shards:
+            raise ValueError(
+                f"prompts_per_step x num_generations ({completions}) must divide evenly over "
+                f"launch.num_processes x gradient_accumulation_steps ({shards})"
+            )
+        return self
+
+
 class Config(_Section):
     """The whole configuration of a vlthinker run."""
 
@@ -203,6 +342,9 @@ class Config(_Section):
     caption: CaptionConfig = Field(default_factory=CaptionConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     self_generate: SelfGenerateConfig = Field(default_factory=SelfGenerateConfig)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    rl: RLConfig = Field(default_factory=RLConfig)
 
     def content_hash(self, *sections: str) -> str:
         """Stable hash of the whole config, or of the named sections only (for caching)."""

@@ -12,17 +12,19 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from vlthinker.answers import extract_answer, grade
+from vlthinker.answers import extract_answer, format_ok, grade
 from vlthinker.config import TraceFilterConfig
 
 DROP_NO_THINK = "no_think_block"
+DROP_MALFORMED = "malformed_tags"
 DROP_NO_ANSWER = "no_final_answer"
 DROP_WRONG = "wrong_answer"
 DROP_EMPTY = "empty_after_truncation"
 DROP_LOST_ANSWER = "truncation_lost_answer"
 DROP_TOO_LONG = "too_long"
-DROP_REASONS = (DROP_NO_THINK, DROP_NO_ANSWER, DROP_WRONG, DROP_EMPTY, DROP_LOST_ANSWER, DROP_TOO_LONG)
+DROP_REASONS = (DROP_NO_THINK, DROP_MALFORMED, DROP_NO_ANSWER, DROP_WRONG, DROP_EMPTY, DROP_LOST_ANSWER, DROP_TOO_LONG)
 
+_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 _THINK = re.compile(r"<think>(.*?)</think>(.*)", re.DOTALL)
 
 
@@ -75,6 +77,8 @@ def judge_chain(
     if parts is None:
         return ChainVerdict(None, DROP_NO_THINK, False)
     reasoning, tail = parts
+    if any(tag in reasoning for tag in _TAGS) or tail.count("<answer>") > 1 or "<think>" in tail:
+        return ChainVerdict(None, DROP_MALFORMED, False)
     final = extract_answer(tail)
     if final is None:
         return ChainVerdict(None, DROP_NO_ANSWER, False)
@@ -90,6 +94,8 @@ def judge_chain(
         # what is left would teach reasoning that does not lead to the answer.
         return ChainVerdict(None, DROP_LOST_ANSWER, True)
     trace = Trace(reasoning=reasoning, answer=final, truncated=truncated)
+    if not format_ok(trace.completion):
+        return ChainVerdict(None, DROP_MALFORMED, True)
     if trace.words > config.max_words:
         return ChainVerdict(None, DROP_TOO_LONG, True)
     return ChainVerdict(trace, None, True)

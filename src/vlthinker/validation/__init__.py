@@ -10,8 +10,8 @@ reasoning, TRL conversational), ``rl`` (+ prompt, pass_rate), ``eval`` (held-out
 Great Expectations is imported lazily, by `suites`, when a suite runs.
 """
 
-from vlthinker.validation.config import KINDS, ValidationConfig
+from vlthinker.validation.config import KINDS, Kind, ValidationConfig
 from vlthinker.validation.report import RuleOutcome, ValidationResult
 from vlthinker.validation.run import validate_dataset
 
-__all__ = ["KINDS", "RuleOutcome", "ValidationConfig", "ValidationResult", "validate_dataset"]
+__all__ = ["KINDS", "Kind", "RuleOutcome", "ValidationConfig", "ValidationResult", "validate_dataset"]

@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Kind = Literal["source", "captioned", "sft", "rl", "eval"]
 KINDS: tuple[str, ...] = ("source", "captioned", "sft", "rl", "eval")
-TRAINING_KINDS: tuple[str, ...] = ("captioned", "sft", "rl")
 
 DEFAULT_REFLECTION_MARKERS = ("Wait,", "But wait,", "But the question")
 

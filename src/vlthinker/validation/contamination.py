@@ -183,7 +183,9 @@ def find_overlaps(train_rows: list[rows.Row], index: EvalIndex, config: Validati
         for item, how in items.items():
             target = index.items[item]
             if row.question_key is not None and row.question_key == target.question_key:
-                found[position].append(_overlap(R_CONTAM_QI, row, target, f"question and image ({how}) repeat those"))
+                found[position].append(
+                    _overlap(R_CONTAM_QI, row, target, f"question and image ({how}) repeat those")
+                )
         _flag(row, found[position])
     return [overlap for position in sorted(found) for overlap in found[position]]
 

@@ -35,7 +35,6 @@ R_PIXELS = "image_pixels"
 R_DECODES = "image_decodes"
 
 THUMB_SIDE = 16
-THUMB_BYTES = THUMB_SIDE * THUMB_SIDE * 3
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 
 
@@ -48,10 +47,6 @@ class ImageFacts:
     width: int | None = None
     height: int | None = None
     thumbnail: bytes | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
 
 
 class PathGuard:
@@ -113,7 +108,9 @@ def _read_file(real: str, relative: str, max_bytes: int, facts: ImageFacts) -> b
         facts.errors[R_EXISTS] = f"image {relative!r} is not a regular file"
         return None
     if info.st_size > max_bytes:
-        facts.errors[R_FILE_SIZE] = f"image {relative!r} is {info.st_size:,} bytes, above the {max_bytes:,} limit"
+        facts.errors[R_FILE_SIZE] = (
+            f"image {relative!r} is {info.st_size:,} bytes, above the {max_bytes:,} limit"
+        )
         return None
     try:
         with open(real, "rb") as handle:

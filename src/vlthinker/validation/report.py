@@ -67,7 +67,9 @@ def outcomes_from_gx(
         config = result.get("expectation_config", {})
         meta = config.get("meta") or {}
         details = result.get("result") or {}
-        examples = [_example(e, index_column) for e in (details.get("partial_unexpected_index_list") or [])[:limit]]
+        examples = [
+            _example(e, index_column) for e in (details.get("partial_unexpected_index_list") or [])[:limit]
+        ]
         error = _exception(result)
         out.append(
             RuleOutcome(
@@ -197,7 +199,9 @@ def format_summary(result: ValidationResult) -> str:
     for outcome in result.warnings:
         lines.append(f"  WARN {outcome.rule} ({outcome.expectation}): {_describe(outcome)}")
     if result.overlaps:
-        lines.append(f"  contamination: {len(result.overlaps)} overlap(s) with the evaluation sets (see report)")
+        lines.append(
+            f"  contamination: {len(result.overlaps)} overlap(s) with the evaluation sets (see report)"
+        )
     return "\n".join(lines)
 
 
@@ -217,13 +221,17 @@ def _cell(value: Any) -> str:
 def _status(outcome: RuleOutcome) -> str:
     if outcome.success:
         return '<span class="ok">pass</span>'
-    return '<span class="fail">FAIL</span>' if outcome.severity == CRITICAL else '<span class="warn">warn</span>'
+    return (
+        '<span class="fail">FAIL</span>' if outcome.severity == CRITICAL else '<span class="warn">warn</span>'
+    )
 
 
 def _rules_table(result: ValidationResult) -> str:
     rows = []
     for o in result.outcomes:
-        examples = "<br>".join(_cell(_example_text(e)) for e in o.examples) or (_cell(o.error) if o.error else "")
+        examples = "<br>".join(_cell(_example_text(e)) for e in o.examples) or (
+            _cell(o.error) if o.error else ""
+        )
         failing = "" if o.failing is None else f"{o.failing} / {o.checked}"
         if o.failing is None and o.observed is not None:
             failing = f"observed {_cell(o.observed)}"
@@ -243,7 +251,9 @@ def _counts_tables(counts: dict[str, dict[str, int]]) -> str:
         body = "".join(
             f"<tr><td>{_cell(k)}</td><td>{v}</td><td>{v / total:.1%}</td></tr>" for k, v in table.items()
         )
-        parts.append(f"<h3>per {_cell(name)}</h3><table><tr><th>{_cell(name)}</th><th>records</th><th>share</th></tr>{body}</table>")
+        parts.append(
+            f"<h3>per {_cell(name)}</h3><table><tr><th>{_cell(name)}</th><th>records</th><th>share</th></tr>{body}</table>"
+        )
     return "".join(parts)
 
 
@@ -262,9 +272,7 @@ def _overlaps_table(overlaps: list[dict[str, str]]) -> str:
 def render_html(result: ValidationResult) -> str:
     verdict = '<span class="ok">PASSED</span>' if result.success else '<span class="fail">FAILED</span>'
     against = "".join(f"<li>{_cell(a)}</li>" for a in result.against) or "<li>none</li>"
-    contamination = (
-        f"<h2>Contamination</h2>{_overlaps_table(result.overlaps)}" if result.against else ""
-    )
+    contamination = f"<h2>Contamination</h2>{_overlaps_table(result.overlaps)}" if result.against else ""
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>validation: {_cell(result.dataset)}</title><style>{_CSS}</style></head><body>"

@@ -17,7 +17,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,6 @@ R_TRACE_FORMAT = "trace_format"
 R_TRACE_ANSWER = "trace_answer_correct"
 R_REASONING = "reasoning_matches_trace"
 R_TASK_BALANCE = "task_balance"
-IMAGE_RULES = (images.R_PATH, images.R_EXISTS, images.R_FILE_SIZE, images.R_PIXELS, images.R_DECODES)
 
 MAX_MESSAGE_CHARS = 300
 MAX_SHOWN_VALUE = 80
@@ -53,7 +52,6 @@ class Row:
     values: dict[str, Any]
     facts: images.ImageFacts | None = None
     question_key: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def short(value: Any, limit: int = MAX_SHOWN_VALUE) -> str:
@@ -223,8 +221,12 @@ def trace_checks(trace: str, payload: dict[str, Any], config: ValidationConfig) 
     choices = payload.get("choices") if isinstance(payload.get("choices"), list) else None
     answer_type = payload.get("answer_type") if isinstance(payload.get("answer_type"), str) else None
     precision = payload.get("precision") if isinstance(payload.get("precision"), int) else None
-    if isinstance(gold, str) and not grade(predicted, gold, choices, answer_type=answer_type, precision=precision):
-        out[R_TRACE_ANSWER] = f"trace answer {short(predicted)} does not grade equal to the ground truth {short(gold)}"
+    if isinstance(gold, str) and not grade(
+        predicted, gold, choices, answer_type=answer_type, precision=precision
+    ):
+        out[R_TRACE_ANSWER] = (
+            f"trace answer {short(predicted)} does not grade equal to the ground truth {short(gold)}"
+        )
     reasoning = payload.get("reasoning")
     if isinstance(reasoning, str) and reasoning.strip() != think:
         out[R_REASONING] = "field 'reasoning' differs from the <think> text of the completion"
@@ -234,7 +236,9 @@ def trace_checks(trace: str, payload: dict[str, Any], config: ValidationConfig) 
 def _image_columns(facts: images.ImageFacts, declared: Any) -> dict[str, Any]:
     out: dict[str, Any] = dict(facts.errors)
     if facts.file_sha256 is not None and isinstance(declared, str) and declared != facts.file_sha256:
-        out[R_SHA] = f"image_sha256 {declared[:16]}… does not match the file bytes ({facts.file_sha256[:16]}…)"
+        out[R_SHA] = (
+            f"image_sha256 {declared[:16]}… does not match the file bytes ({facts.file_sha256[:16]}…)"
+        )
     if facts.width is not None and facts.height is not None:
         low, high = min(facts.width, facts.height), max(facts.width, facts.height)
         out["image_width"], out["image_height"] = facts.width, facts.height

@@ -82,7 +82,9 @@ def common_rules(config: ValidationConfig) -> list[Rule]:
         ),
         _row(rows.R_PARSE, "every line is UTF-8 JSON holding one object"),
         _row(rows.R_FIELDS, "required fields are present with the right types (record contract + kind)"),
-        Rule(R_ID_UNIQUE, CRITICAL, "record ids are unique", "ExpectColumnValuesToBeUnique", {"column": "id"}),
+        Rule(
+            R_ID_UNIQUE, CRITICAL, "record ids are unique", "ExpectColumnValuesToBeUnique", {"column": "id"}
+        ),
         Rule(
             R_QUESTION,
             CRITICAL,
@@ -104,14 +106,30 @@ def common_rules(config: ValidationConfig) -> list[Rule]:
             "ExpectCompoundColumnsToBeUnique",
             {"column_list": ["image_sha256", "question_key"]},
         ),
-        _row(images.R_PATH, "the image path is relative and stays inside the dataset (no '..', no symlink out)"),
+        _row(
+            images.R_PATH, "the image path is relative and stays inside the dataset (no '..', no symlink out)"
+        ),
         _row(images.R_EXISTS, "the image file exists and is a regular file"),
         _row(images.R_FILE_SIZE, f"the image file is at most {config.max_image_bytes:,} bytes"),
         _row(images.R_PIXELS, f"the image declares at most {config.max_image_pixels:,} pixels (bomb guard)"),
-        _row(images.R_DECODES, "the image file is an image that decodes completely (not truncated or corrupt)"),
+        _row(
+            images.R_DECODES, "the image file is an image that decodes completely (not truncated or corrupt)"
+        ),
         _row(rows.R_SHA, "image_sha256 equals the sha256 of the image file"),
-        _between(R_MIN_SIDE, "image_min_side", f"no image side under {config.image_min_side} px", config.image_min_side, None),
-        _between(R_MAX_SIDE, "image_max_side", f"no image side over {config.image_max_side} px", None, config.image_max_side),
+        _between(
+            R_MIN_SIDE,
+            "image_min_side",
+            f"no image side under {config.image_min_side} px",
+            config.image_min_side,
+            None,
+        ),
+        _between(
+            R_MAX_SIDE,
+            "image_max_side",
+            f"no image side over {config.image_max_side} px",
+            None,
+            config.image_max_side,
+        ),
         _between(
             R_ASPECT,
             "image_aspect_ratio",
@@ -165,7 +183,8 @@ def trace_rules(config: ValidationConfig) -> list[Rule]:
             Rule(
                 R_REFLECTION,
                 CRITICAL,
-                "no reflection marker is left in the trace: " + ", ".join(map(repr, config.reflection_markers)),
+                "no reflection marker is left in the trace: "
+                + ", ".join(map(repr, config.reflection_markers)),
                 "ExpectColumnValuesToNotMatchRegex",
                 {"column": "trace", "regex": reflection_regex(config.reflection_markers)},
             )
@@ -181,7 +200,9 @@ def rl_rules() -> list[Rule]:
 
 
 def split_rule(kind: str) -> Rule | None:
-    allowed = EVAL_SPLITS if kind == "eval" else TRAINING_SPLITS if kind in ("captioned", "sft", "rl") else None
+    allowed = (
+        EVAL_SPLITS if kind == "eval" else TRAINING_SPLITS if kind in ("captioned", "sft", "rl") else None
+    )
     if allowed is None:
         return None
     return Rule(

@@ -35,7 +35,9 @@ def check_dataset_dir(dataset_dir: Path, what: str = "dataset") -> None:
         raise DatasetError(f"{what} {dataset_dir}: not a directory")
     records = dataset_dir / RECORDS_FILE
     if not records.is_file():
-        raise DatasetError(f"{what} {dataset_dir}: no {RECORDS_FILE} (a dataset directory holds {RECORDS_FILE} and images/)")
+        raise DatasetError(
+            f"{what} {dataset_dir}: no {RECORDS_FILE} (a dataset directory holds {RECORDS_FILE} and images/)"
+        )
 
 
 def build_frame(all_rows: list[rows.Row], rules: list[Rule]):  # -> pandas.DataFrame
@@ -44,7 +46,9 @@ def build_frame(all_rows: list[rows.Row], rules: list[Rule]):  # -> pandas.DataF
 
     columns = frame_columns(rules)
     data = {name: [row.values.get(name) for row in all_rows] for name in columns}
-    frame = pd.DataFrame({name: pd.Series(values, dtype="object") for name, values in data.items()}, columns=columns)
+    frame = pd.DataFrame(
+        {name: pd.Series(values, dtype="object") for name, values in data.items()}, columns=columns
+    )
     for name in NUMERIC_COLUMNS:
         if name in frame.columns:
             frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
@@ -87,7 +91,9 @@ def validate_dataset(
         kind=kind,
         against=[str(d) for d in eval_dirs],
         records=len(all_rows),
-        outcomes=outcomes_from_gx(gx_result, [r.name for r in rules], suites.INDEX_COLUMN, config.example_count),
+        outcomes=outcomes_from_gx(
+            gx_result, [r.name for r in rules], suites.INDEX_COLUMN, config.example_count
+        ),
         counts=counts,
         overlaps=overlaps,
         skipped_eval_records=skipped,
