@@ -26,7 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "vlthinker"
 MLFLOW_DIR = ROOT / "mlflow"
-DOCS = ROOT / "docs" / "deploy-kubernetes.md"
+DOCS = ROOT / "README.md"  # the "Deploy on Kubernetes" section
 RELEASE = "vlthinker"
 NAMESPACE = "vlthinker"
 # The Kubernetes versions every manifest must be valid for: the DESIGN baseline and the newest
