@@ -251,34 +251,10 @@ def step_caption_cmd(
     Writes OUTPUT (records with `caption` and `caption_source`, images, stats.json). Resumable: a
     re-run skips records already captioned (journal beside OUTPUT, and captions in a previous OUTPUT).
     """
-    from vlthinker.backends.base import BackendConfig, make_backend
-    from vlthinker.records import read_records
-    from vlthinker.steps.caption import caption_dataset
+    from vlthinker.tasks.data import caption
 
     cfg = resolve_config(config, overrides)
-    backend_cfg = cfg.caption.backend
-    needs_model = any(not (r.caption_exact and r.caption) for r in read_records(input_dir))
-    backend = None
-    if needs_model:
-        if backend_cfg is None:
-            model_dir = model or state_dir / "models" / "base"
-            backend_cfg = BackendConfig(kind="hf", model=str(model_dir), batch_size=cfg.caption.batch_size)
-        backend = make_backend(backend_cfg)
-    name = f"{backend_cfg.kind}:{backend_cfg.model}" if backend_cfg else "none"
-    try:
-        stats = caption_dataset(
-            input_dir,
-            output,
-            backend,
-            name,
-            cfg.caption.prompt,
-            cfg.caption.sampling.params(),
-            cfg.caption.batch_size,
-            log,
-        )
-    finally:
-        if backend is not None:
-            backend.close()
+    stats = caption(cfg, str(input_dir), str(model or state_dir / "models" / "base"), str(output))
     _print_stats(stats)
 
 
@@ -316,6 +292,145 @@ def step_self_generate_cmd(
 
     cfg = resolve_config(config, overrides)
     _print_stats(self_generate(cfg, model, input_dir, output, log=log))
+
+
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="Model to start from: a local directory or hub id.")
+]
+ModelDirOption = Annotated[
+    Path, typer.Option("--output", "-o", help="Model directory to write (atomically).")
+]
+CheckpointOption = Annotated[
+    Path | None,
+    typer.Option(help="Checkpoint directory (default: .OUTPUT.checkpoints beside OUTPUT); a re-run resumes."),
+]
+TrackingOption = Annotated[
+    str | None, typer.Option(help="MLflow tracking URI (default: the SQLite store in STATE_DIR).")
+]
+StateDirOption = Annotated[Path, typer.Option(help="State directory (MLflow store, caches).")]
+
+
+def _training_cli_args(
+    step: str, options: dict[str, object], config: Path | None, overrides: list[str] | None
+):
+    """The same step as CLI arguments, for the processes ``accelerate launch`` starts."""
+    args = ["step", step]
+    for name, value in options.items():
+        if value is not None:
+            args += [f"--{name}", str(value)]
+    if config is not None:
+        args += ["--config", str(config)]
+    for item in overrides or []:
+        args += ["--set", item]
+    return args
+
+
+def _launch_if_needed(launch, step: str, options: dict[str, object], config, overrides) -> None:
+    from vlthinker.training.launch import needs_launch, relaunch
+
+    if needs_launch(launch):
+        code = relaunch(launch, _training_cli_args(step, options, config, overrides), log)
+        raise typer.Exit(code=code)
+
+
+@step_app.command("sft")
+def step_sft_cmd(
+    input_dir: InputOption,
+    model: ModelOption,
+    output: ModelDirOption,
+    previous_model: Annotated[
+        str | None, typer.Option(help="Previous iteration's model; used when sft.init_from is 'previous'.")
+    ] = None,
+    checkpoint_dir: CheckpointOption = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    state_dir: StateDirOption = DEFAULT_STATE_DIR,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Supervised fine-tuning (TRL SFTTrainer) on an SFT dataset (distill / self-generate output).
+
+    Starts from --model (the base, as in the paper) or --previous-model (sft.init_from: previous);
+    full fine-tune or LoRA (sft.finetune), vision tower and projector frozen by default. Checkpoints
+    every sft.save_steps; a re-run after an interruption resumes from the last one. Metrics go to
+    MLflow. Writes a Hugging Face model directory (safetensors + processor + training_report.json).
+    With sft.launch.num_processes > 1 the step runs under `accelerate launch`.
+    """
+    from vlthinker.state import resolve_stores
+    from vlthinker.training.sft import init_model, train_sft
+
+    cfg = resolve_config(config, overrides)
+    uri = resolve_stores(state_dir, tracking_uri).tracking_uri
+    options = {
+        "input": input_dir,
+        "model": model,
+        "output": output,
+        "previous-model": previous_model,
+        "checkpoint-dir": checkpoint_dir,
+        "state-dir": state_dir,
+        "tracking-uri": uri,
+    }
+    _launch_if_needed(cfg.sft.launch, "sft", options, config, overrides)
+    start = init_model(cfg, model, previous_model)
+    report = train_sft(
+        cfg, input_dir, start, output, checkpoint_dir=checkpoint_dir, tracking_uri=uri, log=log
+    )
+    _print_stats({k: v for k, v in report.to_json().items() if k != "extra"})
+
+
+@step_app.command("select")
+def step_select_cmd(
+    input_dir: InputOption,
+    model: ModelOption,
+    output: OutputOption,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Select RL data: pass rate of each item under --model (the SFT model) from select.k samples.
+
+    Keeps items with select.min_pass_rate < p < select.max_pass_rate (default 0 < p < 1), optionally
+    ordered medium then hard (select.curriculum). Writes OUTPUT (records + prompt + pass_rate) and
+    stats.json (pass-rate histogram, kept by task). Resumable (journal beside OUTPUT).
+    """
+    from vlthinker.training.select import select_rl_data
+
+    cfg = resolve_config(config, overrides)
+    _print_stats(select_rl_data(cfg, model, input_dir, output, log=log))
+
+
+@step_app.command("rl")
+def step_rl_cmd(
+    input_dir: InputOption,
+    model: ModelOption,
+    output: ModelDirOption,
+    checkpoint_dir: CheckpointOption = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    state_dir: StateDirOption = DEFAULT_STATE_DIR,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """GRPO (TRL GRPOTrainer) on an RL dataset, starting from --model (the SFT model).
+
+    Rewards from vlthinker.answers: accuracy (strict format + correct answer), plus the format reward
+    when rl.format_weight > 0. KL coefficient, generations, temperature and lengths from the rl
+    section; rl.use_vllm for GPU generation (colocate or server). Checkpoints and resume as `step sft`;
+    metrics (reward, accuracy, completion length, KL, clip ratio) go to MLflow.
+    """
+    from vlthinker.state import resolve_stores
+    from vlthinker.training.rl import train_rl
+
+    cfg = resolve_config(config, overrides)
+    uri = resolve_stores(state_dir, tracking_uri).tracking_uri
+    options = {
+        "input": input_dir,
+        "model": model,
+        "output": output,
+        "checkpoint-dir": checkpoint_dir,
+        "state-dir": state_dir,
+        "tracking-uri": uri,
+    }
+    _launch_if_needed(cfg.rl.launch, "rl", options, config, overrides)
+    report = train_rl(cfg, input_dir, model, output, checkpoint_dir=checkpoint_dir, tracking_uri=uri, log=log)
+    _print_stats({k: v for k, v in report.to_json().items() if k != "extra"})
 
 
 @app.command("validate")
@@ -396,6 +511,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 def main() -> None:

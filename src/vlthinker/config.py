@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from vlthinker.backends.base import BackendConfig
 from vlthinker.errors import ConfigError
 from vlthinker.teacher.offline import OfflineTeacherConfig
+from vlthinker.validation.config import ValidationConfig
 
 
 class _Section(BaseModel):
@@ -230,6 +231,7 @@ class TrainCommonConfig(_Section):
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
     max_grad_norm: float = Field(default=1.0, gt=0)
+    gradient_checkpointing: bool = Field(default=False, description="trade compute for memory (GPU recipes)")
     logging_steps: int = Field(default=10, ge=1)
     save_steps: int = Field(default=50, ge=1, description="checkpoint every N optimizer steps")
     save_total_limit: int = Field(default=2, ge=1)
@@ -253,34 +255,31 @@ class SFTConfig(TrainCommonConfig):
 class SelectConfig(_Section):
     """RL data selection: each candidate's pass rate under the SFT model from k samples, then a band.
 
-    ``curriculum: medium_then_hard`` orders the kept items medium (pass rate in ``medium_band``) first,
-    then hard (``hard_band``), as the paper's later recipe; ``none`` keeps (min, max) and shuffles.
-    Bounds are exclusive: the default keeps 0 < p < 1 (items the model sometimes solves).
+    An item is kept when ``min_pass_rate < p < max_pass_rate`` (default 0 < p < 1: items the model
+    sometimes solves, the only ones that give GRPO a learning signal). ``curriculum: medium_then_hard``
+    (the paper's later recipe) orders the kept items medium first (p >= ``hard_below``), then hard;
+    ``none`` shuffles them. Pass rates are graded like the RL accuracy reward (strict format).
     """
 
     k: int = Field(default=8, ge=1)
     sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=96)
+        default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=256)
     )
     min_pass_rate: float = Field(default=0.0, ge=0, le=1)
     max_pass_rate: float = Field(default=1.0, ge=0, le=1)
     curriculum: Literal["none", "medium_then_hard"] = "none"
-    medium_band: tuple[float, float] = (0.5, 1.0)
-    hard_band: tuple[float, float] = (0.0, 0.5)
+    hard_below: float = Field(default=0.5, gt=0, lt=1, description="curriculum: p below this is hard")
     max_items: int | None = Field(default=None, ge=1, description="cap on kept items (None = all)")
     backend_kind: Literal["hf", "vllm"] = "hf"
     batch_size: int = Field(default=32, ge=1)
     seed: int = 0
 
     @model_validator(mode="after")
-    def _bands_ordered(self) -> SelectConfig:
-        for name, (low, high) in (
-            ("pass-rate band", (self.min_pass_rate, self.max_pass_rate)),
-            ("medium_band", self.medium_band),
-            ("hard_band", self.hard_band),
-        ):
-            if not 0 <= low < high <= 1:
-                raise ValueError(f"{name} must satisfy 0 <= low < high <= 1, got ({low}, {high})")
+    def _band_ordered(self) -> SelectConfig:
+        if self.min_pass_rate >= self.max_pass_rate:
+            raise ValueError(
+                f"min_pass_rate ({self.min_pass_rate}) must be below max_pass_rate ({self.max_pass_rate})"
+            )
         return self
 
 
@@ -307,7 +306,7 @@ class RLConfig(TrainCommonConfig):
     beta: float = Field(default=0.01, ge=0, description="KL coefficient (0 = no reference model)")
     epsilon: float = Field(default=0.2, gt=0)
     num_iterations: int = Field(default=1, ge=1)
-    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = "grpo"
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = "dapo"
     scale_rewards: Literal["group", "batch", "none"] = "group"
     accuracy_weight: float = Field(default=1.0, ge=0)
     format_weight: float = Field(default=0.0, ge=0)
@@ -331,6 +330,41 @@ class RLConfig(TrainCommonConfig):
         return self
 
 
+class GPUConfig(_Section):
+    """GPU requests of the training/evaluation steps on a cluster (ignored by kfp.local)."""
+
+    count: int = Field(default=1, ge=0, description="0 runs those steps on CPU nodes")
+    accelerator: str = Field(default="nvidia.com/gpu", min_length=1)
+    shm_size: str = Field(default="16Gi", pattern=r"^[0-9]+(Mi|Gi)$", description="memory-backed /dev/shm")
+    memory: str = Field(default="64Gi", pattern=r"^[0-9]+(Mi|Gi)$")
+    cpu: str = Field(default="8", pattern=r"^[0-9]+m?$")
+
+
+class PipelineSecrets(_Section):
+    """Kubernetes Secrets (by name) mounted as environment variables; values never enter the YAML."""
+
+    mlflow: str | None = Field(default="vlthinker-mlflow-client", description="keys username, password")
+    s3: str | None = Field(default="vlthinker-s3", description="keys access-key-id, secret-access-key")
+    teacher: str | None = Field(default=None, description="key api-key, exposed as the teacher's api_key_env")
+
+
+class PipelineConfig(_Section):
+    """The Kubeflow pipeline: iterations, images, cluster resources."""
+
+    iterations: int = Field(default=2, ge=1, le=20)
+    name: str = Field(default="vlthinker", pattern=r"^[a-z0-9][a-z0-9-]*$")
+    cpu_image: str = Field(default="ghcr.io/vlthinker/vlthinker-cpu:0.1.0", min_length=1)
+    gpu_image: str = Field(default="ghcr.io/vlthinker/vlthinker-gpu:0.1.0", min_length=1)
+    gpu: GPUConfig = Field(default_factory=GPUConfig)
+    secrets: PipelineSecrets = Field(default_factory=PipelineSecrets)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, str]] = Field(default_factory=list)
+    tracking_uri: str | None = Field(
+        default=None, description="cluster MLflow URI (local runs use --state-dir)"
+    )
+    dvc_remote: str | None = Field(default=None, description="cluster DVC remote, e.g. s3://bucket/dvc")
+
+
 class Config(_Section):
     """The whole configuration of a vlthinker run."""
 
@@ -342,6 +376,8 @@ class Config(_Section):
     caption: CaptionConfig = Field(default_factory=CaptionConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     self_generate: SelfGenerateConfig = Field(default_factory=SelfGenerateConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     sft: SFTConfig = Field(default_factory=SFTConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
     rl: RLConfig = Field(default_factory=RLConfig)

@@ -1,0 +1,149 @@
+"""The one pipeline graph: N iterations of (traces -> validate -> SFT -> select -> GRPO -> evaluate -> gate).
+
+Iteration 1 distils from the text-only teacher; later iterations self-generate with the previous
+iteration's RL model (the paper's loop). Promotion is the registry's concern and never blocks the
+loop: a rejected candidate is recorded, not served. The number of iterations is unrolled when the
+pipeline is built, from the config; everything else a step needs travels as the config YAML string.
+(No ``from __future__ import annotations`` here: KFP reads the pipeline's annotations as types.)
+"""
+
+from kfp import dsl
+
+from components import data, model, registry
+from vlthinker.config import Config
+
+GPU_STEPS = frozenset({"base-model", "caption", "self-generate", "sft", "select", "rl", "evaluate"})
+
+
+def build_pipeline(config: Config, cluster: bool = False):
+    """Return the ``@dsl.pipeline`` function for this config (iterations unrolled).
+
+    ``cluster`` adds images, GPU requests, shared memory, secrets and scheduling from
+    ``config.pipeline`` (kfp.local ignores those settings, so local runs build without them).
+    """
+    iterations = config.pipeline.iterations
+
+    def step(op, name: str, **inputs):
+        task = op(**inputs).set_display_name(name)
+        if cluster:
+            from pipelines.cluster import configure_task
+
+            configure_task(task, config, gpu=task.component_spec.name in GPU_STEPS)
+        return task
+
+    @dsl.pipeline(
+        name=config.pipeline.name, description="OpenVLThinker iterative SFT + GRPO self-improvement"
+    )
+    def vlthinker_pipeline(
+        config_yaml: str, state_dir: str, tracking_uri: str, dvc_remote: str, run_label: str
+    ):
+        common = {"config_yaml": config_yaml}
+        tracked = {**common, "tracking_uri": tracking_uri, "run_label": run_label}
+        sources = step(data.make_sources, "sources", dvc_remote=dvc_remote, **common)
+        train, heldout = sources.outputs["train"], sources.outputs["heldout"]
+
+        def validate(name: str, kind: str, dataset):
+            return step(
+                data.validate, f"validate {name}", kind=kind, dataset=dataset, heldout=heldout, **common
+            )
+
+        validate("sources", "source", train)
+        validate("held-out", "eval", heldout)
+        base = step(model.base_model, "base model", state_dir=state_dir, **common)
+        base_eval = step(
+            model.evaluate,
+            "evaluate base",
+            stage="base",
+            model=base.outputs["model"],
+            heldout=heldout,
+            **tracked,
+        )
+        step(
+            registry.record_base,
+            "record base",
+            model=base.outputs["model"],
+            evaluation=base_eval.outputs["evaluation"],
+            **tracked,
+        )
+        captioned = step(
+            data.caption,
+            "caption",
+            dvc_remote=dvc_remote,
+            source=train,
+            base_model=base.outputs["model"],
+            **common,
+        ).outputs["captioned"]
+        captions_ok = validate("captions", "captioned", captioned)
+
+        previous_rl, previous_gate = None, None
+        for iteration in range(1, iterations + 1):
+            tag = f"iter {iteration}"
+            if previous_rl is None:
+                traces = step(
+                    data.distill, f"{tag}: distill", dvc_remote=dvc_remote, captioned=captioned, **common
+                )
+                traces.after(captions_ok)
+            else:
+                traces = step(
+                    data.self_generate,
+                    f"{tag}: self-generate",
+                    dvc_remote=dvc_remote,
+                    captioned=captioned,
+                    model=previous_rl,
+                    **common,
+                )
+            sft_data = traces.outputs["sft_data"]
+            traces_ok = validate(f"{tag} traces", "sft", sft_data)
+            sft = step(
+                model.sft,
+                f"{tag}: SFT",
+                iteration=iteration,
+                sft_data=sft_data,
+                base=base.outputs["model"],
+                **tracked,
+            ).after(traces_ok)
+            selected = step(
+                model.select,
+                f"{tag}: select RL data",
+                dvc_remote=dvc_remote,
+                iteration=iteration,
+                source=captioned,
+                model=sft.outputs["model"],
+                **common,
+            )
+            rl_data = selected.outputs["rl_data"]
+            rl_ok = validate(f"{tag} RL data", "rl", rl_data)
+            rl = step(
+                model.rl,
+                f"{tag}: GRPO",
+                iteration=iteration,
+                rl_data=rl_data,
+                sft_model=sft.outputs["model"],
+                **tracked,
+            ).after(rl_ok)
+            rl_eval = step(
+                model.evaluate,
+                f"{tag}: evaluate",
+                stage=f"iter{iteration}-rl",
+                model=rl.outputs["model"],
+                heldout=heldout,
+                **tracked,
+            )
+            gate = step(
+                registry.gate,
+                f"{tag}: gate",
+                dvc_remote=dvc_remote,
+                iteration=iteration,
+                model=rl.outputs["model"],
+                evaluation=rl_eval.outputs["evaluation"],
+                sft_data=sft_data,
+                rl_data=rl_data,
+                source=captioned,
+                heldout=heldout,
+                **tracked,
+            )
+            if previous_gate is not None:
+                gate.after(previous_gate)  # candidates are registered in iteration order
+            previous_gate, previous_rl = gate, rl.outputs["model"]
+
+    return vlthinker_pipeline
