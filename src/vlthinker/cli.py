@@ -470,38 +470,86 @@ def validate_cmd(
 def run_cmd(
     config: ConfigOption = None,
     overrides: SetOption = None,
-    state_dir: Annotated[Path, typer.Option(help="Where the run keeps its data, models and caches.")] = (
-        DEFAULT_STATE_DIR
-    ),
+    state_dir: Annotated[
+        Path, typer.Option(help="State directory: SQLite MLflow store, artifacts, DVC remote, pipeline root.")
+    ] = DEFAULT_STATE_DIR,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="Shared MLflow instead of the embedded one.")
+    ] = None,
+    dvc_remote: Annotated[
+        str | None, typer.Option(help="Shared DVC remote instead of STATE_DIR/dvc-remote.")
+    ] = None,
 ) -> None:
-    """Run the main job on this machine.
+    """Run the whole pipeline on this machine (kfp.local, caching on) and print a summary.
 
-    Today this runs the foundation stages: the synthetic train/held-out datasets and the base model
-    (cached by content), with the base's held-out accuracy per task family. The full Kubeflow
-    pipeline (distill -> validate -> SFT -> GRPO -> evaluate -> gate, iterated) replaces it as the
-    later stages land.
+    The same Kubeflow pipeline the cluster runs: sources -> base model -> captions -> for each
+    iteration: distill (iteration 1) or self-generate -> validate -> SFT -> select -> GRPO ->
+    evaluate -> gate. Each step's progress is printed; a failing step stops the run with its error.
+    Re-running with nothing changed is served from the cache. Ends with a table (iteration, dataset
+    sizes, held-out accuracy, gate decision and reason, champion) and the command that opens MLflow.
     """
-    from vlthinker.model.pretrain import format_report, pretrain_base
-    from vlthinker.progress import Progress
-    from vlthinker.sources.generate import generate_dataset
+    from pipelines.summary import print_summary
+
+    from pipelines.local import run_local
+    from vlthinker.state import resolve_stores
 
     cfg = resolve_config(config, overrides)
-    data_dir = state_dir / "data"
-    for split, n in (("train", cfg.data.n_train), ("heldout", cfg.data.n_heldout)):
-        generate_dataset(
-            data_dir / split,
-            n=n,
-            seed=cfg.data.seed,
-            split=split,
-            tasks=cfg.data.tasks,
-            image_size=cfg.data.image_size,
-            max_difficulty=cfg.data.max_difficulty,
-            progress=Progress(f"generate {split}"),
-        )
-        typer.echo(f"{split}: {n} items in {data_dir / split}")
-    report, cached = pretrain_base(cfg, state_dir / "models" / "base", cache_dir=state_dir / "cache", log=log)
-    typer.echo(format_report(report))
-    typer.echo(f"base model {'(cached) ' if cached else ''}in {state_dir / 'models' / 'base'}")
+    stores = resolve_stores(state_dir, tracking_uri, dvc_remote)
+    seconds = run_local(cfg, stores, log=log)
+    print_summary(cfg, stores, seconds, echo=typer.echo)
+
+
+@app.command("compile")
+def compile_cmd(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Pipeline YAML to write.")],
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Compile the pipeline for a Kubeflow cluster.
+
+    Writes OUTPUT (two YAML documents: the pipeline spec and its Kubernetes platform settings) with
+    images, GPU requests on training/evaluation steps, a memory-backed /dev/shm, Secrets exposed as
+    environment variables (by name: values never enter the file), node selectors and tolerations,
+    all from the `pipeline` section of the config. Needs pipeline.tracking_uri and pipeline.dvc_remote.
+    """
+    from pipelines.cluster import compile_pipeline
+
+    cfg = resolve_config(config, overrides)
+    path = compile_pipeline(cfg, output)
+    typer.echo(f"pipeline ({cfg.pipeline.iterations} iterations) compiled to {path}")
+
+
+@app.command("submit")
+def submit_cmd(
+    host: Annotated[
+        str, typer.Option(help="Kubeflow Pipelines endpoint, e.g. http://ml-pipeline.kubeflow:8888")
+    ],
+    package: Annotated[Path, typer.Option(help="Compiled pipeline YAML (from `vlthinker compile`).")],
+    experiment: Annotated[str, typer.Option(help="KFP experiment name.")] = "vlthinker",
+    run_name: Annotated[str | None, typer.Option(help="Run name (default: the package file name).")] = None,
+    recurring_cron: Annotated[
+        str | None, typer.Option(help="Create a recurring run instead (KFP cron, 6 fields with seconds).")
+    ] = None,
+    token_env: Annotated[
+        str, typer.Option(help="Environment variable holding a bearer token, if any.")
+    ] = "KFP_TOKEN",
+) -> None:
+    """Submit a compiled pipeline to Kubeflow Pipelines (one run, or a recurring run)."""
+    import os
+
+    from pipelines.cluster import submit
+
+    if not package.is_file():
+        raise VLThinkerError(f"--package {package}: file not found (run `vlthinker compile` first)")
+    run_id = submit(
+        package,
+        host,
+        experiment,
+        run_name or package.stem,
+        token=os.environ.get(token_env) or None,
+        recurring_cron=recurring_cron,
+    )
+    typer.echo(f"submitted to {host}: experiment {experiment!r}, id {run_id}")
 
 
 def _quiet_libraries() -> None:

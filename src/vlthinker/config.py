@@ -365,6 +365,48 @@ class PipelineConfig(_Section):
     dvc_remote: str | None = Field(default=None, description="cluster DVC remote, e.g. s3://bucket/dvc")
 
 
+class EvaluationConfig(_Section):
+    """Evaluation of candidates and the base: greedy decoding (DESIGN §6) on the listed benchmarks.
+
+    ``heldout`` is the built-in synthetic held-out set; ``mathvista``, ``mathverse`` and ``mathvision``
+    are imported with ``vlthinker data import`` and passed to ``step evaluate --benchmark NAME=DIR``.
+    """
+
+    benchmarks: list[Literal["heldout", "mathvista", "mathverse", "mathvision"]] = Field(
+        default_factory=lambda: ["heldout"], min_length=1
+    )
+    max_new_tokens: int = Field(default=256, ge=1, description="paper: 2048")
+    batch_size: int = Field(default=16, ge=1)
+    temperature: float = Field(default=0.0, ge=0, description="0 = greedy (the paper: 0.01 with top_k 1)")
+    limit: int | None = Field(default=None, ge=1, description="at most this many items per benchmark")
+
+    def sampling(self):
+        from vlthinker.backends.base import SamplingParams
+
+        return SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature)
+
+
+class RegistryConfig(_Section):
+    """The MLflow registered model and its promotion gate (paired test on identical items)."""
+
+    model_name: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.-]+$", description="default: the project name"
+    )
+    margin: float = Field(default=0.0, ge=-1, le=1, description="promote only if the accuracy gain exceeds it")
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    test: Literal["mcnemar", "bootstrap"] = "mcnemar"
+    bootstrap_samples: int = Field(default=10_000, ge=100)
+    seed: int = 0
+    gate_benchmarks: list[str] = Field(default_factory=lambda: ["heldout"], min_length=1)
+    lock_timeout_s: float = Field(default=120.0, gt=0, description="lease of the gate lock")
+    lock_wait_s: float = Field(default=600.0, ge=0, description="how long a gate waits for the lock")
+    register_sft: bool = Field(default=False, description="also register (not gate) each iteration's SFT model")
+    retries: int = Field(default=5, ge=1, description="attempts per MLflow call before giving up")
+    backoff_s: float = Field(default=0.5, ge=0)
+    backoff_max_s: float = Field(default=8.0, ge=0)
+    request_timeout_s: int = Field(default=30, ge=1)
+
+
 class Config(_Section):
     """The whole configuration of a vlthinker run."""
 
@@ -381,6 +423,8 @@ class Config(_Section):
     sft: SFTConfig = Field(default_factory=SFTConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
     rl: RLConfig = Field(default_factory=RLConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
     def content_hash(self, *sections: str) -> str:
         """Stable hash of the whole config, or of the named sections only (for caching)."""
@@ -389,6 +433,11 @@ class Config(_Section):
             payload = {name: payload[name] for name in sections}
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
+
+    @property
+    def registered_model_name(self) -> str:
+        """The registered model of this project (``registry.model_name``, else the project name)."""
+        return self.registry.model_name or self.project
 
 
 def _format_validation_error(exc: ValidationError, source: str, raw: dict[str, Any]) -> str:

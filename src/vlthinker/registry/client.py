@@ -172,6 +172,12 @@ class Registry:
             if self.stores.embedded_mlflow:
                 self.stores.state_dir.mkdir(parents=True, exist_ok=True)
                 Path(self.stores.artifact_root).mkdir(parents=True, exist_ok=True)
+                # The embedded registry store resolves "models:/<id>" sources through the process-wide
+                # default client: without this it would open ./mlflow.db (DESIGN §5).
+                import mlflow
+
+                mlflow.set_tracking_uri(self.stores.tracking_uri)
+                mlflow.set_registry_uri(self.stores.registry_uri)
             self._client = MlflowClient(tracking_uri=self.stores.tracking_uri, registry_uri=self.stores.registry_uri)
         return self._client
 
@@ -363,3 +369,12 @@ def _first_line(exc: BaseException) -> str:
 
 def _quote(value: str) -> str:
     return value.replace("'", "\\'")
+
+
+def open_registry(config: Any, stores: Stores, log: Log | None = None) -> Registry:
+    """The project's registered model in ``stores``, with the retry policy of ``config.registry``."""
+    rc = config.registry
+    policy = RetryPolicy(
+        attempts=rc.retries, backoff_s=rc.backoff_s, backoff_max_s=rc.backoff_max_s, request_timeout_s=rc.request_timeout_s
+    )
+    return Registry(stores, config.registered_model_name, policy, log)

@@ -54,13 +54,8 @@ def launch_command(launch: LaunchConfig, cli_args: Sequence[str]) -> list[str]:
     return [*command, "-m", "vlthinker.cli", *cli_args]
 
 
-def relaunch(
-    launch: LaunchConfig,
-    cli_args: Sequence[str],
-    log: Log = print,
-    run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
-) -> int:
+def relaunch(launch: LaunchConfig, cli_args: Sequence[str], log: Log = print) -> int:
     """Run the step under ``accelerate launch``; return its exit code."""
     command = launch_command(launch, cli_args)
     log(f"launch: {launch.num_processes} processes: {' '.join(command)}")
-    return run(command, check=False).returncode
+    return subprocess.run(command, check=False).returncode

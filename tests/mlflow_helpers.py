@@ -1,0 +1,153 @@
+"""Test support for the registry tests: a migrated MLflow SQLite template, fake evaluations, a real server.
+
+A fresh MLflow SQLite database costs ~5 s of migrations (DESIGN §5): the template is migrated once per
+pytest run (shared by xdist workers through a file lock) and copied into each test's state directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from vlthinker.evaluation import write_results
+
+MD5 = "0123456789abcdef0123456789abcdef.dir"
+
+
+def mlflow_template(tmp_path_factory) -> Path:
+    """A migrated, empty MLflow SQLite store (created once per run, shared by workers)."""
+    root = tmp_path_factory.getbasetemp().parent
+    template = root / "mlflow-template.db"
+    with open(root / "mlflow-template.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not template.exists():
+            tmp = root / f"mlflow-template.{os.getpid()}.db"
+            from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine_with_retry
+
+            engine = create_sqlalchemy_engine_with_retry(f"sqlite:///{tmp}")
+            _initialize_tables(engine)
+            engine.dispose()
+            os.replace(tmp, template)
+    return template
+
+
+def state_dir_from(template: Path, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, directory / "mlflow.db")
+    return directory
+
+
+def write_eval(out: Path, correct: list[bool], benchmark: str = "heldout", md5: str = MD5, style: str = "reasoning"):
+    """An evaluation directory whose item i of ``benchmark`` is right iff ``correct[i]``."""
+    rows = [
+        {
+            "key": f"{benchmark}/item-{i:04d}",
+            "benchmark": benchmark,
+            "id": f"item-{i:04d}",
+            "task": ("count", "clock")[i % 2],
+            "difficulty": i % 3 + 1,
+            "answer": "1",
+            "response": "<think>x</think><answer>1</answer>" if ok else "<think>x</think><answer>2</answer>",
+            "extracted": "1" if ok else "2",
+            "correct": ok,
+            "format_ok": True,
+        }
+        for i, ok in enumerate(correct)
+    ]
+    write_results(out, rows, {"prompt_style": style}, {benchmark: md5})
+    return out
+
+
+def fake_model(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text('{"model_type": "fake"}\n')
+    (directory / "model.safetensors").write_bytes(b"\0" * 64)
+    return directory
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class MlflowServer:
+    """A real ``mlflow server`` with basic-auth on 127.0.0.1 (lean flags of DESIGN §5), restartable."""
+
+    USER = "admin"
+    PASSWORD = "vlthinker-test-Admin-7"
+
+    def __init__(self, root: Path, template: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, root / "mlflow.db")
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        (root / "auth.ini").write_text(
+            "[mlflow]\n"
+            "default_permission = READ\n"
+            f"database_uri = sqlite:///{root / 'auth.db'}\n"
+            f"admin_username = {self.USER}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
+        self.proc: subprocess.Popen | None = None
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            MLFLOW_AUTH_CONFIG_PATH=str(self.root / "auth.ini"),
+            MLFLOW_AUTH_ADMIN_USERNAME=self.USER,
+            MLFLOW_AUTH_ADMIN_PASSWORD=self.PASSWORD,
+            MLFLOW_FLASK_SERVER_SECRET_KEY="vlthinker-test-secret",
+            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+        )
+        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI"):
+            env.pop(key, None)
+        return env
+
+    def start(self, timeout: float = 90.0) -> None:
+        mlflow_bin = Path(sys.executable).with_name("mlflow")
+        command = [
+            str(mlflow_bin) if mlflow_bin.exists() else "mlflow",
+            "server",
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+            "--artifacts-destination", str(self.root / "artifacts"),
+            "--app-name", "basic-auth",
+        ]  # fmt: skip
+        log = open(self.root / "server.log", "ab")
+        self.proc = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {(self.root / 'server.log').read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"mlflow server not healthy after {timeout}s: {(self.root / 'server.log').read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=15)
+        self.proc = None
