@@ -45,7 +45,14 @@ def state_dir_from(template: Path, directory: Path) -> Path:
     return directory
 
 
-def write_eval(out: Path, correct: list[bool], benchmark: str = "heldout", md5: str = MD5, style: str = "reasoning"):
+def write_eval(
+    out: Path,
+    correct: list[bool],
+    benchmark: str = "heldout",
+    md5: str = MD5,
+    style: str = "reasoning",
+    dataset_dir: Path | None = None,
+):
     """An evaluation directory whose item i of ``benchmark`` is right iff ``correct[i]``."""
     rows = [
         {
@@ -62,7 +69,10 @@ def write_eval(out: Path, correct: list[bool], benchmark: str = "heldout", md5: 
         }
         for i, ok in enumerate(correct)
     ]
-    write_results(out, rows, {"prompt_style": style}, {benchmark: md5})
+    info: dict = {"prompt_style": style}
+    if dataset_dir is not None:
+        info["benchmark_dirs"] = {benchmark: str(dataset_dir)}
+    write_results(out, rows, info, {benchmark: md5})
     return out
 
 

@@ -127,6 +127,7 @@ def is_already_exists(exc: BaseException) -> bool:
 def _configure_mlflow_http(policy: RetryPolicy) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(policy.request_timeout_s)))
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _version(value: Any) -> int:

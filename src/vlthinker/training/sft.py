@@ -122,10 +122,12 @@ def sft_loss(config: Config, model: str | Path, dataset_dir: str | Path) -> floa
     model_obj, processor = load_for_training(job, device)
     model_obj.eval()
     with tempfile.TemporaryDirectory(prefix="vlthinker-sft-eval-") as scratch:
+        dataset = load_sft_dataset(dataset_dir)
         trainer = SFTTrainer(
             model=model_obj,
             args=_sft_args(config, trainer_args(config.sft, Path(scratch), device)),
-            eval_dataset=load_sft_dataset(dataset_dir),
+            train_dataset=dataset,  # required by the constructor, never trained on
+            eval_dataset=dataset,
             processing_class=processor,
         )
         return float(trainer.evaluate()["eval_loss"])
