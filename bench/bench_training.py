@@ -94,7 +94,9 @@ def bare_sft(config: Config, model_dir: Path, data: Path, out: Path) -> float:
         per_device_train_batch_size=config.sft.batch_size,
         max_length=config.sft.max_length,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=bare_rows(data, rl=False), processing_class=processor)
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=bare_rows(data, rl=False), processing_class=processor
+    )
     start = time.perf_counter()
     trainer.train()
     return time.perf_counter() - start
@@ -138,7 +140,9 @@ def ours(step: str, config: Config, model_dir: Path, data: Path, out: Path, trac
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="SFT 10 steps, GRPO 3 steps")
     parser.add_argument("--items", type=int, default=200, help="synthetic items in the dataset")
     args = parser.parse_args(argv)
@@ -163,12 +167,18 @@ def main(argv: list[str] | None = None) -> None:
         for round_ in range(2):
             for step, bare in (("sft", bare_sft), ("rl", bare_grpo)):
                 timings[f"{step}-bare"].append(bare(config, model_dir, data, root / f"bare-{step}-{round_}"))
-                timings[f"{step}-ours"].append(ours(step, config, model_dir, data, root / f"ours-{step}-{round_}", uri))
+                timings[f"{step}-ours"].append(
+                    ours(step, config, model_dir, data, root / f"ours-{step}-{round_}", uri)
+                )
     sft_samples = sft_steps * config.sft.batch_size
     sft_bare, sft_ours = sft_samples / min(timings["sft-bare"]), sft_samples / min(timings["sft-ours"])
     rl_bare, rl_ours = rl_steps / min(timings["rl-bare"]), rl_steps / min(timings["rl-ours"])
-    print(f"SFT  ({sft_steps} steps x {config.sft.batch_size}): ours {sft_ours:7.2f} samples/s   bare TRL {sft_bare:7.2f} samples/s   ratio ours/bare {sft_ours / sft_bare:.2f}")
-    print(f"GRPO ({rl_steps} steps x {config.rl.prompts_per_step}x{config.rl.num_generations}): ours {rl_ours:7.3f} steps/s     bare TRL {rl_bare:7.3f} steps/s     ratio ours/bare {rl_ours / rl_bare:.2f}")
+    print(
+        f"SFT  ({sft_steps} steps x {config.sft.batch_size}): ours {sft_ours:7.2f} samples/s   bare TRL {sft_bare:7.2f} samples/s   ratio ours/bare {sft_ours / sft_bare:.2f}"
+    )
+    print(
+        f"GRPO ({rl_steps} steps x {config.rl.prompts_per_step}x{config.rl.num_generations}): ours {rl_ours:7.3f} steps/s     bare TRL {rl_bare:7.3f} steps/s     ratio ours/bare {rl_ours / rl_bare:.2f}"
+    )
     print("timings (s): " + ", ".join(f"{k}={', '.join(f'{t:.1f}' for t in v)}" for k, v in timings.items()))
 
 

@@ -87,8 +87,6 @@ def rl(
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def evaluate(
     config_yaml: str,
-    tracking_uri: str,
-    run_label: str,
     stage: str,
     model: Input[Model],
     heldout: Input[Dataset],
@@ -100,11 +98,9 @@ def evaluate(
     from vlthinker.tasks.data import parse_config
     from vlthinker.tasks.model import evaluate
 
-    result = evaluate(
-        parse_config(config_yaml), model.path, heldout.path, evaluation.path, tracking_uri, run_label, stage
-    )
+    result = evaluate(parse_config(config_yaml), model.path, heldout.path, evaluation.path, stage)
     evaluation.metadata.update(result["metadata"])
-    for key, value in result["headline"].items():
+    for key, value in result["metrics"].items():
         metrics.log_metric(key, value)
     with open(summary.path, "w", encoding="utf-8") as handle:
         handle.write(result["markdown"])

@@ -8,21 +8,24 @@ from components.images import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def record_base(
-    config_yaml: str, tracking_uri: str, run_label: str, model: Input[Model], evaluation: Input[Artifact]
+    config_yaml: str,
+    state_dir: str,
+    tracking_uri: str,
+    dvc_remote: str,
+    model: Input[Model],
+    evaluation: Input[Artifact],
 ):
     """Store the base model's held-out scores so the first candidate is compared with the base."""
+    from vlthinker.tasks.data import parse_config
     from vlthinker.tasks.registry import record_base
 
-    from vlthinker.tasks.data import parse_config
-
-    record_base(
-        parse_config(config_yaml), tracking_uri, run_label, model.path, dict(model.metadata), evaluation.path
-    )
+    record_base(parse_config(config_yaml), state_dir, tracking_uri, dvc_remote, model.path, evaluation.path)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def gate(
     config_yaml: str,
+    state_dir: str,
     tracking_uri: str,
     dvc_remote: str,
     run_label: str,
@@ -35,19 +38,17 @@ def gate(
     heldout: Input[Dataset],
     report: Output[Markdown],
 ):
-    """Register the candidate with lineage, compare it with the champion on the same items, decide."""
+    """Register the candidate with lineage (once), compare it with the champion on the same items, decide."""
+    from vlthinker.tasks.data import parse_config
     from vlthinker.tasks.registry import gate
 
-    from vlthinker.tasks.data import parse_config
-
     datasets = {
-        "source": dict(source.metadata),
-        "sft_data": dict(sft_data.metadata),
-        "rl_data": dict(rl_data.metadata),
-        "heldout": dict(heldout.metadata),
+        role: {**artifact.metadata, "path": artifact.path}
+        for role, artifact in (("train", source), ("sft_data", sft_data), ("rl_data", rl_data))
     }
-    markdown = gate(
+    result = gate(
         parse_config(config_yaml),
+        state_dir,
         tracking_uri,
         dvc_remote,
         run_label,
@@ -56,5 +57,6 @@ def gate(
         evaluation.path,
         datasets,
     )
+    report.metadata.update({"version": result["version"], "decision": result["decision"]})
     with open(report.path, "w", encoding="utf-8") as handle:
-        handle.write(markdown)
+        handle.write("```\n" + result["report"] + "\n```\n")

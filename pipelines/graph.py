@@ -39,6 +39,7 @@ def build_pipeline(config: Config, cluster: bool = False):
     ):
         common = {"config_yaml": config_yaml}
         tracked = {**common, "tracking_uri": tracking_uri, "run_label": run_label}
+        stores = {**common, "state_dir": state_dir, "tracking_uri": tracking_uri, "dvc_remote": dvc_remote}
         sources = step(data.make_sources, "sources", dvc_remote=dvc_remote, **common)
         train, heldout = sources.outputs["train"], sources.outputs["heldout"]
 
@@ -56,14 +57,7 @@ def build_pipeline(config: Config, cluster: bool = False):
             stage="base",
             model=base.outputs["model"],
             heldout=heldout,
-            **tracked,
-        )
-        step(
-            registry.record_base,
-            "record base",
-            model=base.outputs["model"],
-            evaluation=base_eval.outputs["evaluation"],
-            **tracked,
+            **common,
         )
         captioned = step(
             data.caption,
@@ -127,12 +121,22 @@ def build_pipeline(config: Config, cluster: bool = False):
                 stage=f"iter{iteration}-rl",
                 model=rl.outputs["model"],
                 heldout=heldout,
-                **tracked,
+                **common,
             )
+            if iteration == 1:
+                # the registry is first written once a candidate exists: a failure before it leaves
+                # the registry untouched
+                base_recorded = step(
+                    registry.record_base,
+                    "record base",
+                    model=base.outputs["model"],
+                    evaluation=base_eval.outputs["evaluation"],
+                    **stores,
+                ).after(rl_eval)
             gate = step(
                 registry.gate,
                 f"{tag}: gate",
-                dvc_remote=dvc_remote,
+                run_label=run_label,
                 iteration=iteration,
                 model=rl.outputs["model"],
                 evaluation=rl_eval.outputs["evaluation"],
@@ -140,8 +144,8 @@ def build_pipeline(config: Config, cluster: bool = False):
                 rl_data=rl_data,
                 source=captioned,
                 heldout=heldout,
-                **tracked,
-            )
+                **stores,
+            ).after(base_recorded)
             if previous_gate is not None:
                 gate.after(previous_gate)  # candidates are registered in iteration order
             previous_gate, previous_rl = gate, rl.outputs["model"]

@@ -40,9 +40,23 @@ def record(rid: str, answer: str, task: str = "count", difficulty: int | None = 
     )
 
 
-def row(key: str, correct: bool, task: str = "count", difficulty: int = 1, fmt: bool = True, bench: str = "heldout"):
-    return {"key": f"{bench}/{key}", "benchmark": bench, "id": key, "task": task, "difficulty": difficulty,
-            "correct": correct, "format_ok": fmt}
+def row(
+    key: str,
+    correct: bool,
+    task: str = "count",
+    difficulty: int = 1,
+    fmt: bool = True,
+    bench: str = "heldout",
+):
+    return {
+        "key": f"{bench}/{key}",
+        "benchmark": bench,
+        "id": key,
+        "task": task,
+        "difficulty": difficulty,
+        "correct": correct,
+        "format_ok": fmt,
+    }
 
 
 @pytest.mark.parametrize(
@@ -118,7 +132,11 @@ def test_write_results_writes_every_file_atomically(tmp_path):
     rows = [row("1", True), row("2", False)]
     payload = write_results(out, rows, {"prompt_style": "reasoning"}, {"heldout": "b" * 32 + ".dir"})
     assert sorted(p.name for p in out.iterdir()) == [
-        "accuracy.png", "metrics.json", "predictions.jsonl", "summary.html", "summary.md",
+        "accuracy.png",
+        "metrics.json",
+        "predictions.jsonl",
+        "summary.html",
+        "summary.md",
     ]
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert read_metrics(out) == payload and payload["info"]["prompt_style"] == "reasoning"
@@ -152,3 +170,52 @@ def test_evaluate_model_smoke_on_the_tiny_vlm(tiny_model_dir, tmp_path):
     assert payload["benchmarks"]["heldout"]["dataset_md5"] == dir_md5(data)
     assert payload["info"]["prompt_style"] == "reasoning" and payload["info"]["temperature"] == 0.0
     assert json.loads((out / "metrics.json").read_text())["benchmarks"]["heldout"]["n"] == 6
+
+
+class CannedBackend:
+    """A backend that answers from a table keyed by a question fragment (no model needed)."""
+
+    def __init__(self, answers: dict[str, str]):
+        self.answers = answers
+        self.seen: list[str] = []
+
+    def generate(self, prompts, images=None, params=None, progress=None):
+        out = []
+        for prompt in prompts:
+            text = prompt[0]["content"][1]["text"]
+            self.seen.append(text)
+            out.append([next(a for q, a in self.answers.items() if q in text)])
+        return out
+
+    def close(self):
+        pass
+
+
+def test_mathvista_adapter_records_are_graded_with_their_options_and_precision(tmp_path):
+    from PIL import Image
+
+    from vlthinker.records import write_dataset
+    from vlthinker.sources.adapters import get_adapter
+
+    adapter = get_adapter("mathvista")
+    rows = [
+        {"pid": "1", "question": "Which is larger?", "choices": ["f(2)", "f(5)"], "answer": "f(5)",
+         "question_type": "multi_choice", "answer_type": "text", "decoded_image": Image.new("RGB", (8, 8)),
+         "metadata": {"task": "figure question answering"}},
+        {"pid": "2", "question": "Length of the segment?", "answer": "4.5", "precision": 1.0,
+         "question_type": "free_form", "answer_type": "float", "decoded_image": Image.new("RGB", (8, 8), "red"),
+         "metadata": {"task": "geometry problem solving"}},
+    ]  # fmt: skip
+    data = write_dataset(tmp_path / "mathvista", [adapter.map_row(row, i) for i, row in enumerate(rows)])
+    backend = CannedBackend(
+        {
+            "Which is larger?": "<think>f rises</think><answer>(B) f(5)</answer>",
+            "Length of the segment?": "<think>measure</think><answer>4.46</answer>",
+        }
+    )
+    payload = evaluate_model("unused", {"mathvista": data}, tmp_path / "eval", backend=backend)
+    assert payload["benchmarks"]["mathvista"]["accuracy"] == 1.0
+    assert set(payload["benchmarks"]["mathvista"]["per_task"]) == {
+        "figure_question_answering", "geometry_problem_solving",
+    }  # fmt: skip
+    assert all("<think>" in text for text in backend.seen)  # reasoning prompt style by default

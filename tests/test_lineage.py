@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from mlflow_helpers import fake_model, mlflow_template, state_dir_from, write_eval
 
@@ -82,7 +84,9 @@ def test_lineage_walks_two_iterations_to_the_sources_and_restores_by_hash(templa
         registry,
         fake_model(tmp_path / "m2"),
         evaluation("eval2", 5),
-        Provenance(iteration=2, parent_version=v1, git_commit="b" * 40, pipeline_run_id="kfp-1", config_hash="cfg"),
+        Provenance(
+            iteration=2, parent_version=v1, git_commit="b" * 40, pipeline_run_id="kfp-1", config_hash="cfg"
+        ),
         [
             DatasetInput("source", md5=dir_md5(source)),  # already in the remote: referenced by hash
             DatasetInput("sft", path=sft2, derived_from=("source",)),
@@ -112,7 +116,9 @@ def test_lineage_walks_two_iterations_to_the_sources_and_restores_by_hash(templa
 
 
 def test_dataset_push_failure_registers_nothing(template, tmp_path):
-    stores = resolve_stores(state_dir_from(template, tmp_path / "state"), dvc_remote=str(tmp_path / "file-remote"))
+    stores = resolve_stores(
+        state_dir_from(template, tmp_path / "state"), dvc_remote=str(tmp_path / "file-remote")
+    )
     (tmp_path / "file-remote").write_text("not a directory")
     registry = Registry(stores, "proj", RetryPolicy(attempts=1))
     data = generate_dataset(tmp_path / "ds", n=2, seed=0, split="train")
@@ -133,3 +139,45 @@ def test_dataset_push_failure_registers_nothing(template, tmp_path):
             Provenance(iteration=1),
             [DatasetInput("source", md5="d" * 32 + ".dir")],
         )
+
+
+def test_cli_register_gate_status_lineage_fetch_rollback(template, tmp_path):
+    from typer.testing import CliRunner
+
+    from vlthinker.cli import app
+
+    state = state_dir_from(template, tmp_path / "state")
+    where = ["--state-dir", str(state)]
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 0, (result.output, result.exception)
+        return result.stdout
+
+    source = generate_dataset(tmp_path / "source", n=4, seed=0, split="train")
+    held = generate_dataset(tmp_path / "heldout", n=6, seed=0, split="heldout")
+    md5 = dir_md5(held)
+    base_eval = write_eval(tmp_path / "e0", [False] * 6, md5=md5, style="direct", dataset_dir=held)
+    cand_eval = write_eval(tmp_path / "e1", [True] * 6, md5=md5, dataset_dir=held)
+    run("step", "record-base", "--evaluation", str(base_eval), "--model-ref", "tiny", *where)
+    out = run(
+        "step", "register", "--model", str(fake_model(tmp_path / "m1")), "--evaluation", str(cand_eval),
+        "--iteration", "1", "--dataset", f"source={source}", "--pipeline-run-id", "kfp-7", *where,
+    )  # fmt: skip
+    version = int(
+        out.strip()
+    )  # stdout holds the version and nothing else (DVC and MLflow chatter goes elsewhere)
+    assert "PROMOTE" in run("step", "gate", "--version", str(version), *where)
+    status = json.loads(run("registry", "status", "--json", *where))
+    assert status["champion"] == version and status["versions"][0]["decision"] == "promote"
+    assert status["versions"][0]["tags"]["vlt.pipeline_run_id"] == "kfp-7"
+    assert "champion" in run("registry", "status", *where)
+    text = run("lineage", "vlthinker@champion", *where)
+    assert dir_md5(source) in text and md5 in text
+    tree = json.loads(run("lineage", f"vlthinker/{version}", "--json", *where))
+    assert tree["sources"][0]["md5"] == dir_md5(source)
+    run("lineage", "vlthinker@champion", "--fetch", dir_md5(source), str(tmp_path / "restored"), *where)
+    assert tree_bytes(tmp_path / "restored") == tree_bytes(source)
+    assert "-> none" in run("registry", "rollback", "--reason", "test", *where)
+    assert json.loads(run("registry", "status", "--json", *where))["champion"] is None

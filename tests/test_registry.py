@@ -63,7 +63,13 @@ def add(registry, tmp_path):
             registry,
             fake_model(tmp_path / f"model{i}"),
             write_eval(tmp_path / f"eval{i}", first(k), md5=md5),
-            Provenance(iteration=iteration, parent_version=parent, git_commit="c" * 40, pipeline_run_id="run-1", config_hash="h"),
+            Provenance(
+                iteration=iteration,
+                parent_version=parent,
+                git_commit="c" * 40,
+                pipeline_run_id="run-1",
+                config_hash="h",
+            ),
         )
 
     return add
@@ -123,7 +129,9 @@ def test_paired_bootstrap_is_seeded_and_agrees_with_mcnemar():
 
 def test_dataset_spec_parsing():
     spec = parse_dataset_spec("sft=/data/sft@source,captioned")
-    assert spec.role == "sft" and str(spec.path) == "/data/sft" and spec.derived_from == ("source", "captioned")
+    assert (
+        spec.role == "sft" and str(spec.path) == "/data/sft" and spec.derived_from == ("source", "captioned")
+    )
     assert parse_dataset_spec(f"rl=md5:{MD5}").md5 == MD5
 
 
@@ -140,7 +148,12 @@ class FakeMlflowError(Exception):
 
 def test_retries_transient_failures_with_backoff_then_fails_clearly(tmp_path):
     sleeps: list[float] = []
-    reg = Registry(resolve_stores(tmp_path), "m", RetryPolicy(attempts=4, backoff_s=0.1, backoff_max_s=0.3), sleep=sleeps.append)
+    reg = Registry(
+        resolve_stores(tmp_path),
+        "m",
+        RetryPolicy(attempts=4, backoff_s=0.1, backoff_max_s=0.3),
+        sleep=sleeps.append,
+    )
     outage = FakeMlflowError("API request to http://127.0.0.1:1/api failed with exception Connection refused")
     calls = []
 
@@ -156,7 +169,9 @@ def test_retries_transient_failures_with_backoff_then_fails_clearly(tmp_path):
     with pytest.raises(RegistryUnavailableError, match="unreachable: write failed 4 time"):
         reg.call("write", lambda: (_ for _ in ()).throw(outage))
     assert len(sleeps) == 3 and max(sleeps) <= 0.3 * 1.25
-    denied = FakeMlflowError("API request to endpoint /x failed with error code 401 != 200. Response body: ''")
+    denied = FakeMlflowError(
+        "API request to endpoint /x failed with error code 401 != 200. Response body: ''"
+    )
     with pytest.raises(RegistryAuthError, match="MLFLOW_TRACKING_USERNAME"):
         reg.call("read", lambda: (_ for _ in ()).throw(denied))
     missing = FakeMlflowError("not found", "RESOURCE_DOES_NOT_EXIST")
@@ -242,7 +257,9 @@ def test_lock_excludes_waits_and_is_taken_over_with_roll_forward(registry, add, 
     with pytest.raises(LockTimeoutError, match=holder.owner):
         GateLock(registry, wait_s=0.3, poll_s=0.05).acquire()
     record = {"decision": "promote", "reasons": ["forced"], "previous_champion": None}
-    holder.journal(lease, {"op": "gate", "version": v1, "decision": "promote", "record": record, "champion_before": None})
+    holder.journal(
+        lease, {"op": "gate", "version": v1, "decision": "promote", "record": record, "champion_before": None}
+    )
     assert registry.champion() is None  # journaled, not applied: the holder "died" here
     result = recover(registry, GateSettings(lease_s=5.0, wait_s=5.0))  # waits for expiry, rolls forward
     assert result["completed"]["intent"]["version"] == v1
@@ -269,3 +286,28 @@ def test_concurrent_gates_on_the_embedded_store(registry, add, base):
         thread.join()
     assert not errors
     assert registry.champion() == versions[-1]
+
+
+def test_unreachable_mlflow_fails_clearly_and_registers_nothing(tmp_path):
+    from mlflow_helpers import free_port
+
+    from vlthinker.cli import app
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    registry = Registry(
+        resolve_stores(tmp_path, tracking_uri=dead), "proj", RetryPolicy(attempts=2, backoff_s=0.01)
+    )
+    with pytest.raises(RegistryUnavailableError, match=f"MLflow at {dead} is unreachable") as err:
+        register_candidate(
+            registry,
+            fake_model(tmp_path / "m"),
+            write_eval(tmp_path / "e", first(10)),
+            Provenance(iteration=1),
+        )
+    assert "failed 2 time(s)" in str(err.value)
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(
+        app, ["registry", "status", "--tracking-uri", dead, "--set", "registry.retries=1"]
+    )
+    assert result.exit_code != 0 and isinstance(result.exception, RegistryUnavailableError)

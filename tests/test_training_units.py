@@ -43,7 +43,9 @@ def test_freeze_vision_tower_and_projector_independently(tiny_model_dir, tower, 
     assert all(g is (not projector) for g in merger)
     assert all(g is (not tower) for g in tower_only)
     assert all(language)
-    assert report.frozen_parameters + report.trainable_parameters == sum(p.numel() for p in model.parameters())
+    assert report.frozen_parameters + report.trainable_parameters == sum(
+        p.numel() for p in model.parameters()
+    )
 
 
 def test_lora_targets_skip_frozen_parts_and_the_head(tiny):
@@ -131,7 +133,18 @@ def test_cli_relaunches_step_under_accelerate(monkeypatch, tmp_path):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(subprocess, "run", fake_run)
     monkeypatch.chdir(tmp_path)
-    args = ["step", "rl", "--input", "in", "--model", "m", "--output", "out", "--tracking-uri", "sqlite:///x.db"]
+    args = [
+        "step",
+        "rl",
+        "--input",
+        "in",
+        "--model",
+        "m",
+        "--output",
+        "out",
+        "--tracking-uri",
+        "sqlite:///x.db",
+    ]
     result = CliRunner().invoke(cli.app, [*args, "--set", "rl.launch.num_processes=2"])
     assert result.exit_code == 0, result.output
     (command,) = calls
@@ -220,3 +233,40 @@ def test_training_defaults_are_laptop_sized():
     assert config.rl.temperature <= 0.7 and config.rl.learning_rate <= 5e-5
     assert config.rl.prompts_per_step * config.rl.num_generations >= 32
     assert config.rl.freeze_vision_tower
+
+
+class ScriptedBackend:
+    """Answers item i correctly in ``correct[i]`` of its k samples (in the strict format)."""
+
+    def __init__(self, records, correct):
+        self.records, self.correct, self.calls = records, correct, 0
+
+    def generate(self, prompts, images, params):
+        outputs = []
+        for _ in prompts:
+            record, right = self.records[self.calls], self.correct[self.calls]
+            self.calls += 1
+            good = f"<think>I read the image.</think><answer>{record.answer}</answer>"
+            outputs.append(
+                [good] * right + ["<think>guess</think><answer>no idea</answer>"] * (params.n - right)
+            )
+        return outputs
+
+
+def test_pass_rates_grade_like_the_reward_and_journal(tmp_path):
+    from vlthinker.records import read_records
+    from vlthinker.sources.generate import generate_dataset
+    from vlthinker.steps.journal import Journal
+    from vlthinker.training.select import pass_rates
+
+    generate_dataset(tmp_path / "d", n=5, seed=0, split="train", tasks=["count"], max_difficulty=1)
+    records = read_records(tmp_path / "d")
+    backend = ScriptedBackend(records, [0, 1, 2, 4, 3])
+    journal = Journal(tmp_path / "j.jsonl", "fp")
+    sampling = SelectConfig(k=4).sampling
+    rates = pass_rates(backend, records, tmp_path / "d", 4, sampling, 2, journal, log=lambda m: None)
+    assert [rates[r.id] for r in records] == [0.0, 0.25, 0.5, 1.0, 0.75]
+    again = pass_rates(
+        ScriptedBackend([], []), records, tmp_path / "d", 4, sampling, 2, journal, log=lambda m: None
+    )
+    assert again == rates  # everything came from the journal: the backend was never asked

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from vlthinker.cli_registry import attach as attach_registry_commands
 from vlthinker.config import Config, load_config, parse_override
 from vlthinker.errors import VLThinkerError
 
@@ -550,6 +551,9 @@ def submit_cmd(
         recurring_cron=recurring_cron,
     )
     typer.echo(f"submitted to {host}: experiment {experiment!r}, id {run_id}")
+
+
+attach_registry_commands(app, step_app, resolve_config, log, ConfigOption, SetOption)
 
 
 def _quiet_libraries() -> None:

@@ -137,7 +137,11 @@ class TraceFilterConfig(_Section):
     require_answer_after_truncation: bool = Field(
         default=True, description="drop a truncated trace whose remaining reasoning never states the answer"
     )
-    max_words: int = Field(default=500, ge=1, description="drop traces with longer reasoning (paper: 500)")
+    max_words: int = Field(
+        default=120,
+        ge=1,
+        description="drop traces with longer reasoning; 120 fits the tiny model's 256-token budget (paper: 500)",
+    )
     keep: Literal["shortest", "first"] = "shortest"
 
 
@@ -302,7 +306,7 @@ class RLConfig(TrainCommonConfig):
     temperature: float = Field(default=0.7, gt=0)
     top_p: float = Field(default=1.0, gt=0, le=1)
     max_prompt_length: int | None = Field(default=None, ge=1)
-    max_completion_length: int = Field(default=96, ge=1)
+    max_completion_length: int = Field(default=256, ge=1)
     beta: float = Field(default=0.01, ge=0, description="KL coefficient (0 = no reference model)")
     epsilon: float = Field(default=0.2, gt=0)
     num_iterations: int = Field(default=1, ge=1)
@@ -392,7 +396,9 @@ class RegistryConfig(_Section):
     model_name: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9_.-]+$", description="default: the project name"
     )
-    margin: float = Field(default=0.0, ge=-1, le=1, description="promote only if the accuracy gain exceeds it")
+    margin: float = Field(
+        default=0.0, ge=-1, le=1, description="promote only if the accuracy gain exceeds it"
+    )
     alpha: float = Field(default=0.05, gt=0, lt=1)
     test: Literal["mcnemar", "bootstrap"] = "mcnemar"
     bootstrap_samples: int = Field(default=10_000, ge=100)
@@ -400,7 +406,9 @@ class RegistryConfig(_Section):
     gate_benchmarks: list[str] = Field(default_factory=lambda: ["heldout"], min_length=1)
     lock_timeout_s: float = Field(default=120.0, gt=0, description="lease of the gate lock")
     lock_wait_s: float = Field(default=600.0, ge=0, description="how long a gate waits for the lock")
-    register_sft: bool = Field(default=False, description="also register (not gate) each iteration's SFT model")
+    register_sft: bool = Field(
+        default=False, description="also register (not gate) each iteration's SFT model"
+    )
     retries: int = Field(default=5, ge=1, description="attempts per MLflow call before giving up")
     backoff_s: float = Field(default=0.5, ge=0)
     backoff_max_s: float = Field(default=8.0, ge=0)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -99,16 +100,22 @@ def _workspace(remote: str | Path) -> Iterator[Any]:
     url = normalize_remote(remote)
     if "://" not in url:
         Path(url).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="vlthinker-dvc-") as tmp:
-        repo = Repo.init(tmp, no_scm=True)
-        try:
-            with repo.config.edit() as conf:
-                conf["remote"][REMOTE_NAME] = {"url": url}
-                conf["core"]["remote"] = REMOTE_NAME
-                conf["core"]["analytics"] = False
-            yield repo
-        finally:
-            repo.close()
+    dvc_logger = logging.getLogger("dvc")
+    level = dvc_logger.level
+    dvc_logger.setLevel(logging.WARNING)  # "Initialized DVC repository." etc. would land on our stdout
+    try:
+        with tempfile.TemporaryDirectory(prefix="vlthinker-dvc-") as tmp:
+            repo = Repo.init(tmp, no_scm=True)
+            try:
+                with repo.config.edit() as conf:
+                    conf["remote"][REMOTE_NAME] = {"url": url}
+                    conf["core"]["remote"] = REMOTE_NAME
+                    conf["core"]["analytics"] = False
+                yield repo
+            finally:
+                repo.close()
+    finally:
+        dvc_logger.setLevel(level)
 
 
 def _link_or_copy(src: str, dst: str) -> None:

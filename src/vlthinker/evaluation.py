@@ -92,7 +92,10 @@ def format_followed(response: str, style: PromptStyle) -> bool:
 
     if style == "reasoning":
         return format_ok(response)
-    return bool(isinstance(response, str) and _BOXED_RE.search(response)) and extract_answer(response) is not None
+    return (
+        bool(isinstance(response, str) and _BOXED_RE.search(response))
+        and extract_answer(response) is not None
+    )
 
 
 def score_response(record: Any, response: str, style: PromptStyle, benchmark: str) -> dict[str, Any]:
@@ -246,7 +249,7 @@ def summary_html(metrics: Mapping[str, Any], title: str = "Evaluation") -> str:
         )
         for field, label in (("per_task", "task"), ("per_difficulty", "difficulty")):
             for group, score in bench[field].items():
-                width = int(round(200 * score["accuracy"]))
+                width = round(200 * score["accuracy"])
                 parts.append(
                     f"<tr><td>{label} {esc(group)}</td><td>{score['n']}</td><td>{_pct(score['accuracy'])}"
                     f"</td><td><div class='bar' style='width:{width}px'></div></td></tr>"
@@ -427,7 +430,9 @@ def evaluate_model(
         "benchmark_dirs": {name: str(Path(path).resolve()) for name, path in benchmarks.items()},
         **dict(info or {}),
     }
-    payload = write_results(output_dir, rows, meta, hashes, title=f"Evaluation of {Path(str(model_dir)).name}")
+    payload = write_results(
+        output_dir, rows, meta, hashes, title=f"Evaluation of {Path(str(model_dir)).name}"
+    )
     say(
         f"evaluate: accuracy {_pct(payload['accuracy'])} on {payload['n']} items, "
         f"format rate {_pct(payload['format_rate'])}; results in {output_dir}"

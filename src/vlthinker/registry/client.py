@@ -95,7 +95,9 @@ def is_transient(exc: BaseException) -> bool:
         import requests
     except ImportError:  # pragma: no cover - requests comes with mlflow
         requests = None
-    if requests is not None and isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+    if requests is not None and isinstance(
+        exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout
+    ):
         return True
     if isinstance(exc, ConnectionError | TimeoutError):
         return True
@@ -128,6 +130,7 @@ def _configure_mlflow_http(policy: RetryPolicy) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(policy.request_timeout_s)))
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout is ours (--json)
 
 
 def _version(value: Any) -> int:
@@ -146,7 +149,9 @@ class Registry:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not model_name or "/" in model_name or "@" in model_name:
-            raise RegistryError(f"registered model name {model_name!r}: must be non-empty, without '/' or '@'")
+            raise RegistryError(
+                f"registered model name {model_name!r}: must be non-empty, without '/' or '@'"
+            )
         self.stores = stores
         self.model_name = model_name
         self.retry = retry or RetryPolicy()
@@ -179,7 +184,9 @@ class Registry:
 
                 mlflow.set_tracking_uri(self.stores.tracking_uri)
                 mlflow.set_registry_uri(self.stores.registry_uri)
-            self._client = MlflowClient(tracking_uri=self.stores.tracking_uri, registry_uri=self.stores.registry_uri)
+            self._client = MlflowClient(
+                tracking_uri=self.stores.tracking_uri, registry_uri=self.stores.registry_uri
+            )
         return self._client
 
     def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -202,7 +209,9 @@ class Registry:
                         f"last error: {_first_line(exc)}"
                     ) from exc
                 delay = self.retry.delay(attempt, self._rng)
-                self.log(f"registry: {what} failed ({_first_line(exc)}); retry {attempt}/{attempts - 1} in {delay:.1f}s")
+                self.log(
+                    f"registry: {what} failed ({_first_line(exc)}); retry {attempt}/{attempts - 1} in {delay:.1f}s"
+                )
                 self.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -219,7 +228,11 @@ class Registry:
     def get_model(self, name: str | None = None) -> Any | None:
         """The registered model (default: ours), or None when it does not exist."""
         try:
-            return self.call(f"get registered model {name or self.model_name}", self.client.get_registered_model, name or self.model_name)
+            return self.call(
+                f"get registered model {name or self.model_name}",
+                self.client.get_registered_model,
+                name or self.model_name,
+            )
         except RegistryError:
             raise
         except Exception as exc:
@@ -249,7 +262,10 @@ class Registry:
     def get_version(self, version: int | str) -> Any | None:
         try:
             return self.call(
-                f"get version {self.model_name}/{version}", self.client.get_model_version, self.model_name, str(version)
+                f"get version {self.model_name}/{version}",
+                self.client.get_model_version,
+                self.model_name,
+                str(version),
             )
         except RegistryError:
             raise
@@ -296,7 +312,9 @@ class Registry:
 
     def delete_alias(self, alias: str) -> None:
         try:
-            self.call(f"delete alias {alias}", self.client.delete_registered_model_alias, self.model_name, alias)
+            self.call(
+                f"delete alias {alias}", self.client.delete_registered_model_alias, self.model_name, alias
+            )
         except RegistryError:
             raise
         except Exception as exc:
@@ -315,7 +333,11 @@ class Registry:
 
     def set_model_tag(self, key: str, value: str, name: str | None = None) -> None:
         self.call(
-            f"tag {name or self.model_name} {key}", self.client.set_registered_model_tag, name or self.model_name, key, value
+            f"tag {name or self.model_name} {key}",
+            self.client.set_registered_model_tag,
+            name or self.model_name,
+            key,
+            value,
         )
 
     def model_tags(self) -> dict[str, str]:
@@ -343,7 +365,10 @@ class Registry:
                 location = str(Path(self.stores.artifact_root) / name)
             try:
                 self._experiment_id = self.call(
-                    f"create experiment {name}", self.client.create_experiment, name, artifact_location=location
+                    f"create experiment {name}",
+                    self.client.create_experiment,
+                    name,
+                    artifact_location=location,
                 )
             except RegistryError:
                 raise
@@ -376,6 +401,9 @@ def open_registry(config: Any, stores: Stores, log: Log | None = None) -> Regist
     """The project's registered model in ``stores``, with the retry policy of ``config.registry``."""
     rc = config.registry
     policy = RetryPolicy(
-        attempts=rc.retries, backoff_s=rc.backoff_s, backoff_max_s=rc.backoff_max_s, request_timeout_s=rc.request_timeout_s
+        attempts=rc.retries,
+        backoff_s=rc.backoff_s,
+        backoff_max_s=rc.backoff_max_s,
+        request_timeout_s=rc.request_timeout_s,
     )
     return Registry(stores, config.registered_model_name, policy, log)

@@ -161,7 +161,9 @@ def paired_test(
     if settings.test == "mcnemar":
         p = mcnemar_exact_p(b, c)
     elif settings.test == "bootstrap":
-        p, ci = bootstrap_difference(cand, base, settings.bootstrap_samples, settings.seed, settings.margin, settings.alpha)
+        p, ci = bootstrap_difference(
+            cand, base, settings.bootstrap_samples, settings.seed, settings.margin, settings.alpha
+        )
     else:
         raise GateError(f"unknown test {settings.test!r}: expected 'mcnemar' or 'bootstrap'")
     return PairedResult(
@@ -183,7 +185,9 @@ def _pts(value: float) -> str:
     return f"{100 * value:+.1f} points"
 
 
-def decide(result: PairedResult, settings: GateSettings, against: str = "the champion") -> tuple[bool, list[str]]:
+def decide(
+    result: PairedResult, settings: GateSettings, against: str = "the champion"
+) -> tuple[bool, list[str]]:
     """Promote iff difference > margin and p < alpha; the reasons say why, with the numbers."""
     clears_margin = result.difference > settings.margin
     significant = result.p_value < settings.alpha
@@ -226,7 +230,9 @@ def load_scores(registry: Registry, run_id: str) -> Scores:
     with tempfile.TemporaryDirectory(prefix="vlthinker-gate-") as tmp:
         preds = registry.download(run_id, f"{EVAL_ARTIFACTS}/predictions.jsonl", tmp)
         metrics_path = registry.download(run_id, f"{EVAL_ARTIFACTS}/metrics.json", tmp)
-        rows = [json.loads(line) for line in Path(preds).read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = [
+            json.loads(line) for line in Path(preds).read_text(encoding="utf-8").splitlines() if line.strip()
+        ]
         metrics = json.loads(Path(metrics_path).read_text())
     counts: dict[str, int] = {}
     for row in rows:
@@ -294,7 +300,9 @@ def apply_intent(registry: Registry, intent: Mapping[str, Any], before_write: Ph
         else:
             registry.delete_alias(PREVIOUS_CHAMPION)
         step("tag-rollback")
-        registry.set_version_tag(int(intent["from"]), ROLLBACK_TAG, json.dumps(intent["record"], sort_keys=True))
+        registry.set_version_tag(
+            int(intent["from"]), ROLLBACK_TAG, json.dumps(intent["record"], sort_keys=True)
+        )
         step("tag-decision")
         registry.set_version_tag(int(intent["from"]), DECISION_TAG, "rolled-back")
     else:
@@ -337,7 +345,11 @@ class GateResult:
             before = "none" if self.champion_before is None else f"{self.model}/{self.champion_before}"
             lines.append(f"  champion: {before} -> {self.model}/{self.version}")
         else:
-            keep = "none (the base stays the reference)" if self.champion_after is None else f"{self.model}/{self.champion_after}"
+            keep = (
+                "none (the base stays the reference)"
+                if self.champion_after is None
+                else f"{self.model}/{self.champion_after}"
+            )
             lines.append(f"  champion unchanged: {keep}")
         return "\n".join(lines)
 
@@ -350,15 +362,25 @@ def _baseline(registry: Registry, champion: int | None) -> tuple[str, dict[str, 
         mv = registry.require_version(champion)
         run_id = (mv.tags or {}).get("vlt.eval_run_id")
         if not run_id:
-            raise GateError(f"champion {registry.model_name}/{champion} has no evaluation run (tag vlt.eval_run_id)")
-        return f"champion v{champion}", {"kind": "version", "version": champion}, load_scores(registry, run_id)
+            raise GateError(
+                f"champion {registry.model_name}/{champion} has no evaluation run (tag vlt.eval_run_id)"
+            )
+        return (
+            f"champion v{champion}",
+            {"kind": "version", "version": champion},
+            load_scores(registry, run_id),
+        )
     base = registry.base_record()
     if base is None:
         raise GateError(
             f"{registry.model_name} has no champion and no recorded base: record the base model's evaluation "
             "first (`vlthinker step record-base`), the first candidate is compared with it"
         )
-    return "the base", {"kind": "base", "version": None, "model": base.get("model")}, load_scores(registry, base["run_id"])
+    return (
+        "the base",
+        {"kind": "base", "version": None, "model": base.get("model")},
+        load_scores(registry, base["run_id"]),
+    )
 
 
 def gate_version(
@@ -380,15 +402,20 @@ def gate_version(
     candidate = load_scores(registry, run_id)
     lock = make_lock(registry, settings)
     lease = lock.acquire({"op": "gate", "version": version})
-    journaled = False
+    journaled: bool | None = False
     try:
         phase("locked")
+        decided = (registry.require_version(version).tags or {}).get(DECISION_TAG)
+        if decided and not regate:  # another gate of the same version may have finished meanwhile
+            raise GateError(f"{registry.model_name}/{version} was already gated ({decided})")
         champion = registry.champion()  # re-read under the lock: the decision is against this one
         if champion == version:
             raise GateError(f"{registry.model_name}/{version} is already the champion")
         label, compared_with, baseline = _baseline(registry, champion)
         check_comparable(candidate, baseline, settings.benchmarks, label)
-        result = paired_test(restrict(candidate, settings.benchmarks), restrict(baseline, settings.benchmarks), settings)
+        result = paired_test(
+            restrict(candidate, settings.benchmarks), restrict(baseline, settings.benchmarks), settings
+        )
         promote, reasons = decide(result, settings, label)
         reasons.insert(
             0, "benchmarks " + ", ".join(f"{b} ({candidate.hashes[b]})" for b in settings.benchmarks)
@@ -416,7 +443,9 @@ def gate_version(
             "champion_before": champion,
         }
         phase("decided")
-        lock.journal(lease, intent)
+        lock.check(lease)
+        journaled = None  # unknown while the write is in flight (its response may be lost)
+        lock.journal(lease, intent, check=False)
         journaled = True
         phase("journaled")
 
@@ -428,9 +457,11 @@ def gate_version(
         lock.mark_applied(lease)
         phase("applied")
     except RegistryUnavailableError as exc:
-        raise _outage(exc, f"the gate of {registry.model_name}/{version}", journaled, lease, settings) from exc
+        raise _outage(
+            exc, f"the gate of {registry.model_name}/{version}", journaled, lease, settings
+        ) from exc
     except BaseException:
-        if not journaled:
+        if journaled is False:
             _release_quietly(lock, lease, "aborted")
         raise
     _release_quietly(lock, lease, "released")
@@ -446,10 +477,16 @@ def gate_version(
 
 
 def _outage(
-    exc: RegistryUnavailableError, what: str, journaled: bool, lease: Any, settings: GateSettings
+    exc: RegistryUnavailableError, what: str, journaled: bool | None, lease: Any, settings: GateSettings
 ) -> RegistryUnavailableError:
     """The one clear message of an outage mid-gate: what state the registry is in, what to do."""
-    if journaled:
+    if journaled is None:
+        state = (
+            f"{what} lost MLflow while journaling its decision in {lease.name}: either nothing changed or the "
+            f"decision is completed as a whole; `vlthinker registry recover` settles which once MLflow is back "
+            f"(after the lease expires, at most {settings.lease_s:.0f}s)"
+        )
+    elif journaled:
         state = (
             f"{what} had journaled its decision in {lease.name}, so it is not lost: once MLflow is back it is "
             f"completed by `vlthinker registry recover` (or the next gate or rollback), after its lease "
@@ -475,7 +512,7 @@ def rollback(registry: Registry, settings: GateSettings = GateSettings(), reason
     """Make the previous champion the champion again (journaled like a gate); return what changed."""
     lock = make_lock(registry, settings)
     lease = lock.acquire({"op": "rollback"})
-    journaled = False
+    journaled: bool | None = False
     try:
         current = registry.champion()
         if current is None:
@@ -504,14 +541,16 @@ def rollback(registry: Registry, settings: GateSettings = GateSettings(), reason
                 "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             },
         }
-        lock.journal(lease, intent)
+        lock.check(lease)
+        journaled = None
+        lock.journal(lease, intent, check=False)
         journaled = True
         apply_intent(registry, intent, lambda _label: lock.check(lease))
         lock.mark_applied(lease)
     except RegistryUnavailableError as exc:
         raise _outage(exc, f"the rollback of {registry.model_name}", journaled, lease, settings) from exc
     except BaseException:
-        if not journaled:
+        if journaled is False:
             _release_quietly(lock, lease, "aborted")
         raise
     _release_quietly(lock, lease, "released")

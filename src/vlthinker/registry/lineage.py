@@ -91,7 +91,14 @@ def walk(registry: Registry, ref: str) -> dict[str, Any]:
     for entry in every:
         if not entry.get("derived_from") and not entry["role"].startswith("eval:"):
             sources.setdefault(entry["md5"], entry)
-    return {"model": name, "ref": ref, "version": version, "chain": chain, "base": base, "sources": list(sources.values())}
+    return {
+        "model": name,
+        "ref": ref,
+        "version": version,
+        "chain": chain,
+        "base": base,
+        "sources": list(sources.values()),
+    }
 
 
 def _dataset_lines(datasets: list[dict[str, Any]], indent: str) -> list[str]:

@@ -23,6 +23,8 @@ Rules:
   MLflow mid-gate) first *completes N's intent* (roll forward) when it was journaled and not marked
   applied, then creates ``N.done`` (status ``taken-over``). A journaled decision is therefore never
   lost half-applied: it is finished by the next holder (``vlthinker registry recover`` does just that).
+  The take-over writes nothing on epoch N itself (with basic-auth that object belongs to another
+  user); one that dies before ``N.done`` is redone by the next holder, harmlessly (intents are idempotent).
 * **Fencing**: before each write the holder checks that its lease has more than ``safety_s`` left by
   its clock and that epoch N+1 does not exist; otherwise it stops with :class:`LockLostError`.
 
@@ -145,7 +147,11 @@ class GateLock:
         """Create a lock object; True if we created it (or a lost response of ours did)."""
         try:
             self.registry.call(
-                f"create {name}", self.registry.client.create_registered_model, name, tags=tags, description=description
+                f"create {name}",
+                self.registry.client.create_registered_model,
+                name,
+                tags=tags,
+                description=description,
             )
             return True
         except RegistryError:
@@ -182,7 +188,9 @@ class GateLock:
                     "vlt.lock.expires": f"{now + self.lease_s:.3f}",
                     "vlt.lock.purpose": json.dumps(purpose or {}, sort_keys=True),
                 }
-                if self._create(lock_name(self.model, target), tags, f"gate lock of {self.model}, epoch {target}"):
+                if self._create(
+                    lock_name(self.model, target), tags, f"gate lock of {self.model}, epoch {target}"
+                ):
                     return self._finish_acquire(target, held, done, expires=now + self.lease_s)
                 continue  # someone else created it first: look again
             if self.clock() >= deadline:
@@ -194,7 +202,9 @@ class GateLock:
                 )
             self.registry.sleep(self.poll_s * (0.5 + self._rng.random()))
 
-    def _finish_acquire(self, epoch: int, held: set[int], done: set[int], expires: float | None = None) -> Lease:
+    def _finish_acquire(
+        self, epoch: int, held: set[int], done: set[int], expires: float | None = None
+    ) -> Lease:
         name = lock_name(self.model, epoch)
         if expires is None:
             expires = float((self._tags(name) or {}).get("vlt.lock.expires", "0"))
@@ -214,10 +224,16 @@ class GateLock:
                 raise RegistryError(f"{name} holds an unfinished intent and no recovery function was given")
             self.check(lease)
             self.recover(json.loads(intent))
-            self.registry.set_model_tag("vlt.lock.applied", "true", name=name)
+        # Only the done marker is written (we create it, so we own it): with basic-auth another user's
+        # lock epoch may be read-only for us.
         self._create(
             done_name(self.model, epoch),
-            {"vlt.lock.owner": self.owner, "vlt.lock.status": "taken-over", "vlt.lock.at": f"{self.clock():.3f}"},
+            {
+                "vlt.lock.owner": self.owner,
+                "vlt.lock.status": "taken-over",
+                "vlt.lock.recovered": "true" if intent else "false",
+                "vlt.lock.at": f"{self.clock():.3f}",
+            },
             f"epoch {epoch} taken over by {self.owner}",
         )
 
@@ -230,11 +246,14 @@ class GateLock:
                 "stopping before any further write"
             )
         if self._exists(lock_name(self.model, lease.epoch + 1)):
-            raise LockLostError(f"{lease.name}: taken over by a later epoch; stopping before any further write")
+            raise LockLostError(
+                f"{lease.name}: taken over by a later epoch; stopping before any further write"
+            )
 
-    def journal(self, lease: Lease, intent: dict[str, Any]) -> None:
+    def journal(self, lease: Lease, intent: dict[str, Any], check: bool = True) -> None:
         """Record what the holder is about to change (rolled forward by a take-over if we die)."""
-        self.check(lease)
+        if check:
+            self.check(lease)
         self.registry.set_model_tag("vlt.lock.intent", json.dumps(intent, sort_keys=True), name=lease.name)
 
     def mark_applied(self, lease: Lease) -> None:

@@ -29,6 +29,7 @@ compares the first candidate with it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
@@ -41,7 +42,18 @@ from typing import Any
 from vlthinker.registry.client import BASE_TAG, Registry, RegistryError, _quote
 
 EVAL_ARTIFACTS = "evaluation"
-TABLE_COLUMNS = ("key", "benchmark", "id", "task", "difficulty", "answer", "extracted", "correct", "format_ok", "response")
+TABLE_COLUMNS = (
+    "key",
+    "benchmark",
+    "id",
+    "task",
+    "difficulty",
+    "answer",
+    "extracted",
+    "correct",
+    "format_ok",
+    "response",
+)
 _ROLE_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-:")
 
 
@@ -124,7 +136,9 @@ def push_lineage_datasets(datasets: Sequence[DatasetInput], dvc_remote: str) -> 
     if duplicates:
         raise RegistryError(f"dataset roles must be unique, repeated: {', '.join(duplicates)}")
     to_push = [d for d in datasets if d.path is not None]
-    pushed = dict(zip((d.role for d in to_push), push_datasets([d.path for d in to_push], dvc_remote), strict=True))
+    pushed = dict(
+        zip((d.role for d in to_push), push_datasets([d.path for d in to_push], dvc_remote), strict=True)
+    )
     entries = []
     for dataset in datasets:
         md5 = pushed.get(dataset.role) or check_md5(dataset.md5 or "")
@@ -188,14 +202,16 @@ def log_evaluation_run(
         registry.call("upload evaluation", client.log_artifacts, run_id, str(eval_dir), EVAL_ARTIFACTS)
         table = {column: [row.get(column) for row in rows] for column in TABLE_COLUMNS}
         registry.call(
-            "log predictions table", client.log_table, run_id, table, f"{EVAL_ARTIFACTS}/predictions_table.json"
+            "log predictions table",
+            client.log_table,
+            run_id,
+            table,
+            f"{EVAL_ARTIFACTS}/predictions_table.json",
         )
         registry.call("finish evaluation run", client.set_terminated, run_id, "FINISHED")
     except BaseException:
-        try:
+        with contextlib.suppress(Exception):
             client.set_terminated(run_id, "FAILED")
-        except Exception:
-            pass
         raise
     return run_id
 
@@ -244,15 +260,22 @@ def register_candidate(
     provenance: Provenance,
     datasets: Sequence[DatasetInput] = (),
     dvc_remote: str | None = None,
+    eval_run_id: str | None = None,
 ) -> int:
-    """Push the datasets, log the evaluation, register the checkpoint; return the new version number."""
+    """Push the datasets, log the evaluation, register the checkpoint; return the new version number.
+
+    ``eval_run_id``: an evaluation run already logged from ``eval_dir`` (:func:`log_evaluation_run`,
+    e.g. by the evaluate step) to link instead of logging a new one.
+    """
     from vlthinker.evaluation import read_metrics
 
     model_path = Path(model_dir)
     if not model_path.is_dir():
         raise RegistryError(f"{model_path}: not a model directory")
     if provenance.parent_version is not None and registry.get_version(provenance.parent_version) is None:
-        raise RegistryError(f"parent version {registry.model_name}/{provenance.parent_version} does not exist")
+        raise RegistryError(
+            f"parent version {registry.model_name}/{provenance.parent_version} does not exist"
+        )
     remote = dvc_remote or registry.stores.dvc_remote
     metrics = read_metrics(eval_dir)
     entries = push_lineage_datasets(_with_benchmarks(datasets, metrics), remote)
@@ -260,7 +283,11 @@ def register_candidate(
 
     candidate_id = uuid.uuid4().hex
     name = registry.model_name
-    run_tags = {"vlt.kind": "candidate", "vlt.iteration": str(provenance.iteration), "vlt.stage": provenance.stage}
+    run_tags = {
+        "vlt.kind": "candidate",
+        "vlt.iteration": str(provenance.iteration),
+        "vlt.stage": provenance.stage,
+    }
     params = {
         "model_dir": str(model_path),
         "iteration": str(provenance.iteration),
@@ -270,7 +297,12 @@ def register_candidate(
         "config_hash": provenance.config_hash,
         "prompt_style": str((metrics.get("info") or {}).get("prompt_style", "")),
     }
-    run_id = log_evaluation_run(registry, eval_dir, f"iter{provenance.iteration}-{provenance.stage}", run_tags, params)
+    if eval_run_id is not None:
+        registry.call(f"get run {eval_run_id}", registry.client.get_run, eval_run_id)
+        run_id = eval_run_id
+    else:
+        run_name = f"iter{provenance.iteration}-{provenance.stage}"
+        run_id = log_evaluation_run(registry, eval_dir, run_name, run_tags, params)
     tags = _lineage_tags(provenance, entries, metrics, run_id, candidate_id, remote)
 
     client = registry.client
@@ -286,10 +318,8 @@ def register_candidate(
         registry.call("upload model", client.log_model_artifacts, logged.model_id, str(model_path))
         registry.call("finalize logged model", client.finalize_logged_model, logged.model_id, "READY")
     except BaseException:
-        try:
+        with contextlib.suppress(Exception):
             client.finalize_logged_model(logged.model_id, "FAILED")
-        except Exception:
-            pass
         raise
     registry.ensure_model()
 
@@ -305,7 +335,9 @@ def register_candidate(
 
     version = registry.call(f"create version of {name}", create_once)
     number = int(version.version)
-    registry.log(f"registry: registered {name}/{number} (iteration {provenance.iteration}, {provenance.stage})")
+    registry.log(
+        f"registry: registered {name}/{number} (iteration {provenance.iteration}, {provenance.stage})"
+    )
     return number
 
 

@@ -81,12 +81,18 @@ def format_status(status: dict[str, Any], pending: dict[str, Any] | None = None)
         intent = pending.get("intent") or {}
         lines.append(
             f"lock epoch {pending['epoch']} held by {pending['owner']}"
-            + (f" with a journaled {intent.get('op')} not yet finished" if intent and not pending["applied"] else "")
+            + (
+                f" with a journaled {intent.get('op')} not yet finished"
+                if intent and not pending["applied"]
+                else ""
+            )
         )
     if not status["versions"]:
         lines.append("no versions")
         return "\n".join(lines)
-    lines.append(f"{'version':>7}  {'iter':>4}  {'stage':<5}  {'decision':<11}  {'held-out':>8}  {'format':>6}  aliases")
+    lines.append(
+        f"{'version':>7}  {'iter':>4}  {'stage':<5}  {'decision':<11}  {'held-out':>8}  {'format':>6}  aliases"
+    )
     for v in status["versions"]:
         lines.append(
             f"{v['version']:>7}  {v['iteration'] if v['iteration'] is not None else '-':>4}  {v['stage'] or '-':<5}  "

@@ -22,7 +22,15 @@ DROP_WRONG = "wrong_answer"
 DROP_EMPTY = "empty_after_truncation"
 DROP_LOST_ANSWER = "truncation_lost_answer"
 DROP_TOO_LONG = "too_long"
-DROP_REASONS = (DROP_NO_THINK, DROP_MALFORMED, DROP_NO_ANSWER, DROP_WRONG, DROP_EMPTY, DROP_LOST_ANSWER, DROP_TOO_LONG)
+DROP_REASONS = (
+    DROP_NO_THINK,
+    DROP_MALFORMED,
+    DROP_NO_ANSWER,
+    DROP_WRONG,
+    DROP_EMPTY,
+    DROP_LOST_ANSWER,
+    DROP_TOO_LONG,
+)
 
 _TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 _THINK = re.compile(r"<think>(.*?)</think>(.*)", re.DOTALL)

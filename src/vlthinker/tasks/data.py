@@ -58,6 +58,8 @@ def validate(
     """Validate; write the HTML report where asked; raise ValidationFailed on a critical failure."""
     from vlthinker.validation import validate_dataset
 
+    # an evaluation set is not contaminated by itself
+    against = [a for a in against if Path(a).resolve() != Path(dataset_dir).resolve()]
     result = validate_dataset(dataset_dir, kind, against=against, config=config.validation)
     json_path, html_path = result.write()
     if report_html:

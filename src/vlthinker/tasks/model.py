@@ -77,3 +77,15 @@ def rl(
         config, rl_data, resolve_model_ref(sft_dir), output_dir, tracking_uri=tracking_uri, log=print
     )
     return {"iteration": iteration, "run_label": run_label, "stage": "rl", **_report_metadata(report)}
+
+
+def evaluate(config: Config, model_dir: str, heldout_dir: str, output_dir: str, stage: str) -> dict[str, Any]:
+    """Greedy evaluation on the held-out set; the base answers directly, trained models reason."""
+    from vlthinker.steps.evaluate import evaluate_step, kfp_outputs
+
+    style = "direct" if stage == "base" else "reasoning"
+    evaluate_step(
+        config, resolve_model_ref(model_dir), {"heldout": heldout_dir}, output_dir, prompt_style=style
+    )
+    flat, markdown, _html = kfp_outputs(output_dir)
+    return {"metadata": {"stage": stage, "prompt_style": style}, "metrics": flat, "markdown": markdown}

@@ -144,9 +144,14 @@ def freeze_vision(model, vision_tower: bool, projector: bool, log: Log = print) 
         in_tower = _under(module, tower_path) and not in_projector
         if (vision_tower and in_tower) or (projector and in_projector):
             parameter.requires_grad_(False)
+    return FreezeReport(tower_path, projector_path, *parameter_counts(model))
+
+
+def parameter_counts(model) -> tuple[int, int]:
+    """(frozen, trainable) parameter counts."""
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return FreezeReport(tower_path, projector_path, frozen, trainable)
+    return frozen, trainable
 
 
 def lora_target_modules(model, lora: LoraConfig, frozen_prefixes: Iterable[str | None]) -> list[str]:
@@ -387,7 +392,7 @@ class MLflowRun:
 
 
 def _metric_key(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", key if "/" in key else f"train/{key}")
+    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", key)
 
 
 def _flatten(payload: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -430,10 +435,11 @@ def progress_callback(
             if not state.is_world_process_zero or not logs:
                 return
             metrics = numeric_metrics(logs)
-            tokens = metrics.get("num_tokens")
-            metrics.update(self.throughput.update(state.global_step, tokens))
+            speed = self.throughput.update(state.global_step, metrics.get("num_tokens"))
             if mlflow_run is not None:
-                mlflow_run.log_metrics(metrics, state.global_step)
+                mlflow_run.log_metrics(
+                    {**{f"train/{k}": v for k, v in metrics.items()}, **speed}, state.global_step
+                )
             if not any(k in metrics for k in keys):
                 return
             total = total_steps()
@@ -441,7 +447,7 @@ def progress_callback(
             elapsed = time.monotonic() - self.start
             eta = elapsed / max(done, 1) * max(total - state.global_step, 0)
             shown = " ".join(f"{k} {metrics[k]:.4g}" for k in keys if k in metrics)
-            rate = metrics.get("throughput/samples_per_second")
+            rate = speed.get("throughput/samples_per_second")
             log(
                 f"{label}: step {state.global_step}/{total} {shown}"
                 + (f" ({rate:.1f} samples/s)" if rate else "")

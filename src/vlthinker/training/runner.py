@@ -33,6 +33,7 @@ from vlthinker.training.common import (
     freeze_vision,
     frozen_prefixes,
     numeric_metrics,
+    parameter_counts,
     peft_config,
     prepare_work_dir,
     progress_callback,
@@ -153,6 +154,7 @@ def run_training(
     trainer = make_trainer(model, processor, args, [callback], peft)
     trainer.remove_callback(PrinterCallback)  # our callback prints one line per log event
     trainer_ref.append(trainer)
+    freeze.frozen_parameters, freeze.trainable_parameters = parameter_counts(trainer.model)
     resumed_step = int(resume.name.rsplit("-", 1)[-1]) if resume else None
     log(
         f"{job.step}: {n_examples} examples, {freeze.trainable_parameters:,} trainable / "

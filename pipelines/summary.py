@@ -1,0 +1,69 @@
+"""The end-of-run summary of ``vlthinker run``: one table from the registry, and how to open MLflow."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from vlthinker.config import Config
+from vlthinker.state import Stores
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * float(value):.1f}%"
+
+
+def summary_rows(status: dict, run_label: str) -> list[dict]:
+    """This run's candidates, by iteration, from the registry status."""
+    rows = []
+    for version in status["versions"]:
+        tags = version["tags"]
+        if tags.get("vlt.pipeline_run_id") != run_label:
+            continue
+        rows.append(
+            {
+                "iteration": version["iteration"],
+                "version": version["version"],
+                "sft_items": tags.get("vlt.sft_data_records", "-"),
+                "rl_items": tags.get("vlt.rl_data_records", "-"),
+                "accuracy": version["metrics"].get("heldout_accuracy"),
+                "decision": version["decision"] or "-",
+                "reason": (version["reasons"] or ["-"])[-1],
+                "aliases": ",".join(version["aliases"]) or "-",
+            }
+        )
+    return sorted(rows, key=lambda row: (row["iteration"] or 0, row["version"]))
+
+
+def format_summary(status: dict, run_label: str, seconds: float, tracking_uri: str) -> str:
+    base = (status.get("base") or {}).get("metrics", {})
+    lines = [
+        f"run {run_label} finished in {seconds:.0f}s; registered model {status['model']!r}",
+        f"base model: held-out accuracy {_pct(base.get('heldout_accuracy'))}",
+        f"{'iter':>4}  {'version':>7}  {'SFT items':>9}  {'RL items':>8}  {'held-out':>8}  {'decision':<9} "
+        "aliases: reason",
+    ]
+    for row in summary_rows(status, run_label):
+        lines.append(
+            f"{row['iteration']:>4}  {row['version']:>7}  {row['sft_items']:>9}  {row['rl_items']:>8}  "
+            f"{_pct(row['accuracy']):>8}  {row['decision']:<9} "
+            f"{row['aliases']}: {row['reason']}"
+        )
+    champion = status.get("champion")
+    lines.append(
+        f"champion: {status['model']}/{champion}"
+        if champion
+        else "champion: none (the base stays the reference)"
+    )
+    lines.append(f"open the MLflow UI:  mlflow ui --backend-store-uri {tracking_uri}")
+    return "\n".join(lines)
+
+
+def print_summary(
+    config: Config, stores: Stores, seconds: float, echo: Callable[[str], None] = print
+) -> dict:
+    from vlthinker.registry.client import open_registry
+    from vlthinker.registry.status import registry_status
+
+    status = registry_status(open_registry(config, stores))
+    echo(format_summary(status, config.content_hash()[:12], seconds, stores.tracking_uri))
+    return status

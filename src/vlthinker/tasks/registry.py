@@ -1,0 +1,104 @@
+"""Registry tasks: record the base's scores; register each candidate with lineage and gate it.
+
+Re-running a pipeline (after a crash, or with the cache off) never registers a candidate twice: a
+version is looked up by (pipeline run label, iteration, stage) first, and a version that already has
+a gate decision is not gated again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vlthinker.config import Config
+from vlthinker.model.refs import resolve_model_ref
+from vlthinker.state import resolve_stores
+
+
+def _stores(state_dir: str, tracking_uri: str, dvc_remote: str):
+    return resolve_stores(state_dir, tracking_uri or None, dvc_remote or None)
+
+
+def find_version(registry, run_label: str, iteration: int, stage: str) -> int | None:
+    for mv in registry.versions():
+        tags = dict(mv.tags or {})
+        if (
+            tags.get("vlt.pipeline_run_id") == run_label
+            and tags.get("vlt.iteration") == str(iteration)
+            and tags.get("vlt.stage") == stage
+        ):
+            return int(mv.version)
+    return None
+
+
+def record_count(dataset_dir: str) -> int:
+    from pathlib import Path
+
+    path = Path(dataset_dir) / "records.jsonl"
+    return sum(1 for line in path.open("rb") if line.strip()) if path.is_file() else 0
+
+
+def record_base(
+    config: Config, state_dir: str, tracking_uri: str, dvc_remote: str, model_dir: str, eval_dir: str
+):
+    from vlthinker.steps.gate import record_base_step
+
+    stores = _stores(state_dir, tracking_uri, dvc_remote)
+    return record_base_step(config, stores, eval_dir, resolve_model_ref(model_dir))
+
+
+def lineage_inputs(datasets: dict[str, dict[str, Any]]) -> list:
+    """DatasetInputs from artifact metadata: the hashes the data steps pushed to the DVC remote."""
+    from vlthinker.registry.register import DatasetInput
+
+    derived = {"train": (), "sft_data": ("train",), "rl_data": ("train",)}
+    return [
+        DatasetInput(role=role, md5=datasets[role]["dvc_md5"], derived_from=derived[role])
+        for role in ("train", "sft_data", "rl_data")
+        if role in datasets
+    ]
+
+
+def gate(
+    config: Config,
+    state_dir: str,
+    tracking_uri: str,
+    dvc_remote: str,
+    run_label: str,
+    iteration: int,
+    model_dir: str,
+    eval_dir: str,
+    datasets: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Register the iteration's RL model (once) with lineage, then gate it; return the decision."""
+    from vlthinker.registry.client import open_registry
+    from vlthinker.registry.register import Provenance, detect_git_commit, register_candidate
+    from vlthinker.steps.gate import gate_step
+
+    stores = _stores(state_dir, tracking_uri, dvc_remote)
+    registry = open_registry(config, stores, print)
+    version = find_version(registry, run_label, iteration, "rl")
+    if version is None:
+        parent = find_version(registry, run_label, iteration - 1, "rl") if iteration > 1 else None
+        provenance = Provenance(
+            iteration=iteration,
+            stage="rl",
+            parent_version=parent,
+            git_commit=detect_git_commit(),
+            pipeline_run_id=run_label,
+            config_hash=config.content_hash(),
+            extra={
+                f"{role}_records": str(record_count(meta["path"]))
+                for role, meta in datasets.items()
+                if "path" in meta
+            },
+        )
+        version = register_candidate(
+            registry, model_dir, eval_dir, provenance, lineage_inputs(datasets), stores.dvc_remote
+        )
+    existing = registry.get_version(version)
+    tags = dict(existing.tags or {}) if existing is not None else {}
+    if tags.get("vlt.decision"):
+        print(f"gate: {registry.model_name}/{version} was already gated: {tags['vlt.decision']}")
+        return {"version": version, "decision": tags["vlt.decision"], "report": tags.get("vlt.gate", "")}
+    result = gate_step(config, stores, version)
+    return {"version": version, "decision": result.decision, "report": result.report()}

@@ -1,0 +1,268 @@
+"""SFT, RL data selection and GRPO on the tiny VLM, end to end at test size: mechanics, resume, logs.
+
+One small world is built once per module: synthetic clock/table items (short traces keep CPU
+training cheap), distilled by the offline teacher, and an SFT model trained on them from the
+untrained tiny VLM. These tests check what holds at this size:
+
+* SFT lowers the held-out SFT loss (by more than half) and writes a standard model directory;
+* selection records pass rates and keeps only the configured band; GRPO runs, logs its metrics;
+* a step killed with SIGKILL after a checkpoint and re-run resumes and ends with the same number of
+  optimizer steps as an uninterrupted run.
+
+The directional learning claims (SFT beats the base on held-out accuracy, GRPO raises the reward on
+its training items) need a base that sees, i.e. minutes of pretraining: they live in
+``test_training_learning.py`` (opt-in, see there).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vlthinker.config import Config, load_config
+
+WORLD = {
+    "data.tasks": ["clock", "table"],
+    "data.max_difficulty": 1,
+    "sft.max_steps": 40,
+    "sft.save_steps": 1000,
+    "sft.logging_steps": 5,
+    "select.k": 2,
+    "select.sampling.max_new_tokens": 48,
+    "rl.max_completion_length": 48,
+    "rl.prompts_per_step": 2,
+    "rl.num_generations": 4,
+    "rl.max_steps": 3,
+    "rl.logging_steps": 1,
+    "rl.save_steps": 1000,
+}
+N_TRAIN, N_HELDOUT, N_RL_CANDIDATES = 200, 40, 16
+
+
+def quiet(message: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def config() -> Config:
+    return load_config(None, WORLD)
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, config):
+    """Source items, held-out items and their distilled SFT datasets."""
+    from vlthinker.sources.generate import generate_dataset
+    from vlthinker.steps.distill import distill
+
+    root = tmp_path_factory.mktemp("world")
+    tasks = config.data.tasks
+    generate_dataset(root / "train", n=N_TRAIN, seed=1, split="train", tasks=tasks, max_difficulty=1)
+    generate_dataset(root / "heldout", n=N_HELDOUT, seed=0, split="heldout", tasks=tasks, max_difficulty=1)
+    distill(config, root / "train", root / "sft-train", log=quiet)
+    distill(config, root / "heldout", root / "sft-heldout", log=quiet)
+    return root
+
+
+@pytest.fixture(scope="module")
+def sft_model(world, tiny_model_dir, config, tracking_uri):
+    from vlthinker.training.sft import train_sft
+
+    output = world / "sft-model"
+    report = train_sft(
+        config, world / "sft-train", tiny_model_dir, output, tracking_uri=tracking_uri, log=quiet
+    )
+    return output, report
+
+
+# --------------------------------------------------------------------------------------------------
+# SFT
+# --------------------------------------------------------------------------------------------------
+
+
+def test_sft_lowers_the_heldout_loss(world, tiny_model_dir, sft_model, config):
+    from vlthinker.training.sft import sft_loss
+
+    model_dir, report = sft_model
+    before = sft_loss(config, tiny_model_dir, world / "sft-heldout")
+    after = sft_loss(config, model_dir, world / "sft-heldout")
+    print(f"held-out SFT loss {before:.3f} -> {after:.3f}")
+    assert after < 0.5 * before
+    curve = report.extra["loss_curve"]
+    assert curve[-1][1] < 0.5 * curve[0][1]
+
+
+def test_sft_writes_a_standard_model_dir_and_logs_to_mlflow(sft_model, tracking_uri):
+    from mlflow.tracking import MlflowClient
+
+    from vlthinker.model.loader import load_model
+    from vlthinker.training.common import read_report
+
+    model_dir, report = sft_model
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "preprocessor_config.json"):
+        assert (model_dir / name).is_file(), name
+    assert not list(model_dir.glob("*.bin"))  # no pickles
+    assert not (model_dir.parent / f".{model_dir.name}.checkpoints").exists()
+    load_model(model_dir, device="cpu")
+    saved = read_report(model_dir)
+    assert saved["global_step"] == report.global_step == 40
+    assert saved["frozen_parameters"] > 0 and saved["samples_per_second"] > 0
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(report.mlflow_run_id)
+    assert run.info.status == "FINISHED" and run.data.params["sft.learning_rate"] == "0.001"
+    for key in ("train/loss", "train/learning_rate", "throughput/samples_per_second"):
+        assert key in run.data.metrics, key
+    assert "throughput/tokens_per_second" in run.data.metrics
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 40 // 5
+
+
+def test_lora_sft_merges_adapters_into_a_plain_model(world, tiny_model_dir, config, tmp_path):
+    from vlthinker.model.loader import load_model
+    from vlthinker.training.sft import train_sft
+
+    sft = config.sft.model_copy(update={"finetune": "lora", "max_steps": 3, "batch_size": 2})
+    report = train_sft(
+        config.model_copy(update={"sft": sft}),
+        world / "sft-train",
+        tiny_model_dir,
+        tmp_path / "lora",
+        log=quiet,
+    )
+    assert report.global_step == 3 and report.finetune == "lora"
+    assert report.trainable_parameters < report.frozen_parameters
+    assert not list((tmp_path / "lora").glob("adapter_*"))
+    loaded = load_model(tmp_path / "lora", device="cpu")
+    assert not any("lora_" in name for name, _ in loaded.model.named_parameters())
+
+
+# --------------------------------------------------------------------------------------------------
+# Selection and GRPO
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def candidates(world):
+    from vlthinker.records import read_records, write_dataset
+
+    path = world / "rl-candidates"
+    records = read_records(world / "train")[:N_RL_CANDIDATES]
+    write_dataset(path, [(r, (world / "train" / r.image).read_bytes()) for r in records])
+    return path
+
+
+def test_select_records_pass_rates_under_the_sft_model(candidates, sft_model, config, world):
+    from vlthinker.records import read_records
+    from vlthinker.training.select import select_rl_data
+
+    stats = select_rl_data(config, sft_model[0], candidates, world / "rl", log=quiet)
+    records = read_records(world / "rl")
+    assert stats["items"]["candidates"] == N_RL_CANDIDATES
+    assert sum(stats["pass_rate_histogram"].values()) == N_RL_CANDIDATES
+    assert (
+        stats["items"]["kept"]
+        == len(records)
+        == N_RL_CANDIDATES - stats["items"]["all_wrong"] - stats["items"]["all_right"]
+    )
+    for record in records:
+        extra = record.model_extra or {}
+        assert 0 < extra["pass_rate"] < 1 and extra["pass_k"] == 2
+        assert extra["prompt"][0]["content"][0] == {"type": "image"}
+
+
+def test_grpo_trains_checkpoints_and_logs_its_metrics(candidates, sft_model, config, tracking_uri, world):
+    from mlflow.tracking import MlflowClient
+
+    from vlthinker.model.loader import load_model
+    from vlthinker.training.common import read_report
+    from vlthinker.training.rl import train_rl
+
+    rl = config.rl.model_copy(update={"save_steps": 2, "keep_checkpoints": True, "format_weight": 0.5})
+    output = world / "rl-model"
+    report = train_rl(
+        config.model_copy(update={"rl": rl}),
+        candidates,
+        sft_model[0],
+        output,
+        tracking_uri=tracking_uri,
+        log=quiet,
+    )
+    assert report.global_step == 3 and read_report(output)["step"] == "rl"
+    assert (world / ".rl-model.checkpoints" / "checkpoint-2" / "trainer_state.json").is_file()
+    load_model(output, device="cpu")
+    run = MlflowClient(tracking_uri).get_run(report.mlflow_run_id)
+    for key in (
+        "train/reward",
+        "train/reward_std",
+        "train/rewards/accuracy_reward/mean",
+        "train/rewards/format_reward/mean",
+        "train/kl",
+        "train/completions/mean_length",
+        "train/clip_ratio/region_mean",
+        "throughput/steps_per_second",
+    ):
+        assert key in run.data.metrics, key
+
+
+# --------------------------------------------------------------------------------------------------
+# Kill and resume
+# --------------------------------------------------------------------------------------------------
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.is_file():
+        if process.poll() is not None:
+            pytest.fail(f"the step exited ({process.returncode}) before {path} was written")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"{path} not written within {timeout_s}s")
+        time.sleep(0.05)
+
+
+def test_killed_sft_step_resumes_to_the_same_step_count(world, tiny_model_dir, tracking_uri, tmp_path):
+    """SIGKILL after a checkpoint, re-run: it resumes and ends at the uninterrupted step count."""
+    from vlthinker.training.common import read_report
+    from vlthinker.training.sft import train_sft
+
+    overrides = {"sft.max_steps": 40, "sft.save_steps": 4, "sft.batch_size": 2, "sft.logging_steps": 2}
+    output = tmp_path / "sft"
+    command = [
+        sys.executable, "-m", "vlthinker.cli", "step", "sft",
+        "--input", str(world / "sft-train"), "--model", str(tiny_model_dir), "--output", str(output),
+        "--state-dir", str(tmp_path / "state"), "--tracking-uri", tracking_uri,
+    ]  # fmt: skip
+    for key, value in overrides.items():
+        command += ["--set", f"{key}={value}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    work = tmp_path / ".sft.checkpoints"
+    _wait_for(work / "checkpoint-8" / "trainer_state.json", process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not output.exists()
+    rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    resumed = read_report(output)
+    assert resumed["resumed_from_step"] >= 8
+    assert not work.exists()
+
+    straight = train_sft(
+        load_config(None, overrides), world / "sft-train", tiny_model_dir, tmp_path / "straight", log=quiet
+    )
+    assert resumed["global_step"] == straight.global_step == 40
+    logged = {step for step, _ in resumed["extra"]["loss_curve"]}
+    assert {2, 40} <= logged  # the resumed trainer state carries the losses logged before the kill
+    shutil.rmtree(output)
