@@ -27,6 +27,8 @@ def sft(
     metrics: Output[Metrics],
 ):
     """Supervised fine-tuning on verified traces, starting from the base model (as in the paper)."""
+    import json
+
     from vlthinker.tasks.data import parse_config
     from vlthinker.tasks.model import sft
 
@@ -36,6 +38,10 @@ def sft(
     model.metadata.update(report)
     for key, value in report.get("metrics", {}).items():
         metrics.log_metric(key, value)
+    # a file at the artifact's path too: log_metric writes metadata only, and kfp.local's cache
+    # treats an output whose file is missing as a miss
+    with open(metrics.path, "w", encoding="utf-8") as handle:
+        json.dump(dict(metrics.metadata), handle, sort_keys=True)
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -67,6 +73,8 @@ def rl(
     metrics: Output[Metrics],
 ):
     """GRPO with verifiable rewards (accuracy, optional format) from the SFT model."""
+    import json
+
     from vlthinker.tasks.data import parse_config
     from vlthinker.tasks.model import rl
 
@@ -82,6 +90,10 @@ def rl(
     model.metadata.update(report)
     for key, value in report.get("metrics", {}).items():
         metrics.log_metric(key, value)
+    # a file at the artifact's path too: log_metric writes metadata only, and kfp.local's cache
+    # treats an output whose file is missing as a miss
+    with open(metrics.path, "w", encoding="utf-8") as handle:
+        json.dump(dict(metrics.metadata), handle, sort_keys=True)
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -95,6 +107,8 @@ def evaluate(
     summary: Output[Markdown],
 ):
     """Greedy evaluation on the held-out benchmark: predictions table, accuracy per task/difficulty."""
+    import json
+
     from vlthinker.tasks.data import parse_config
     from vlthinker.tasks.model import evaluate
 
@@ -102,5 +116,9 @@ def evaluate(
     evaluation.metadata.update(result["metadata"])
     for key, value in result["metrics"].items():
         metrics.log_metric(key, value)
+    # a file at the artifact's path too: log_metric writes metadata only, and kfp.local's cache
+    # treats an output whose file is missing as a miss
+    with open(metrics.path, "w", encoding="utf-8") as handle:
+        json.dump(dict(metrics.metadata), handle, sort_keys=True)
     with open(summary.path, "w", encoding="utf-8") as handle:
         handle.write(result["markdown"])

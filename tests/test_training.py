@@ -180,7 +180,7 @@ def test_select_records_pass_rates_under_the_sft_model(candidates, sft_model, co
         assert extra["prompt"][0]["content"][0] == {"type": "image"}
 
 
-def test_grpo_trains_checkpoints_and_logs_its_metrics(candidates, sft_model, config, tracking_uri, world):
+def test_grpo_trains_resumes_and_logs_its_metrics(candidates, sft_model, config, tracking_uri, world):
     from mlflow.tracking import MlflowClient
 
     from vlthinker.model.loader import load_model
@@ -188,17 +188,10 @@ def test_grpo_trains_checkpoints_and_logs_its_metrics(candidates, sft_model, con
     from vlthinker.training.rl import train_rl
 
     rl = config.rl.model_copy(update={"save_steps": 2, "keep_checkpoints": True, "format_weight": 0.5})
-    output = world / "rl-model"
-    report = train_rl(
-        config.model_copy(update={"rl": rl}),
-        candidates,
-        sft_model[0],
-        output,
-        tracking_uri=tracking_uri,
-        log=quiet,
-    )
+    rl_config = config.model_copy(update={"rl": rl})
+    output, work = world / "rl-model", world / ".rl-model.checkpoints"
+    report = train_rl(rl_config, candidates, sft_model[0], output, tracking_uri=tracking_uri, log=quiet)
     assert report.global_step == 3 and read_report(output)["step"] == "rl"
-    assert (world / ".rl-model.checkpoints" / "checkpoint-2" / "trainer_state.json").is_file()
     load_model(output, device="cpu")
     run = MlflowClient(tracking_uri).get_run(report.mlflow_run_id)
     for key in (
@@ -212,6 +205,13 @@ def test_grpo_trains_checkpoints_and_logs_its_metrics(candidates, sft_model, con
         "throughput/steps_per_second",
     ):
         assert key in run.data.metrics, key
+
+    # As if interrupted after the step-2 checkpoint: the re-run resumes there and ends at step 3.
+    shutil.rmtree(work / "checkpoint-3")
+    shutil.rmtree(output)
+    resumed = train_rl(rl_config, candidates, sft_model[0], output, tracking_uri=tracking_uri, log=quiet)
+    assert resumed.resumed_from_step == 2 and resumed.global_step == 3
+    assert resumed.mlflow_run_id == report.mlflow_run_id  # the same MLflow run continues
 
 
 # --------------------------------------------------------------------------------------------------
@@ -266,3 +266,23 @@ def test_killed_sft_step_resumes_to_the_same_step_count(world, tiny_model_dir, t
     logged = {step for step, _ in resumed["extra"]["loss_curve"]}
     assert {2, 40} <= logged  # the resumed trainer state carries the losses logged before the kill
     shutil.rmtree(output)
+
+
+def test_two_cpu_processes_train_one_model(world, tiny_model_dir, tracking_uri, tmp_path):
+    """Nothing assumes one device: two processes (torchrun, gloo on CPU) train and write one model."""
+    from vlthinker.training.common import read_report
+
+    output = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "vlthinker.cli", "step", "sft",
+        "--input", str(world / "sft-train"), "--model", str(tiny_model_dir), "--output", str(output),
+        "--tracking-uri", tracking_uri,
+        "--set", "sft.max_steps=4", "--set", "sft.batch_size=2", "--set", "sft.save_steps=2",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = read_report(output)
+    assert report["extra"]["processes"] == 2 and report["global_step"] == 4
+    assert result.stdout.count('"global_step"') == 1  # the main process alone reports

@@ -270,3 +270,24 @@ def test_pass_rates_grade_like_the_reward_and_journal(tmp_path):
         ScriptedBackend([], []), records, tmp_path / "d", 4, sampling, 2, journal, log=lambda m: None
     )
     assert again == rates  # everything came from the journal: the backend was never asked
+
+
+def test_sft_starts_from_the_base_unless_configured_otherwise():
+    from vlthinker.training.sft import init_model
+
+    paper = Config()
+    assert init_model(paper, "base", "previous") == "base"
+    chained = paper.model_copy(update={"sft": paper.sft.model_copy(update={"init_from": "previous"})})
+    assert init_model(chained, "base", "previous") == "previous"
+    assert init_model(chained, "base", None) == "base"  # iteration 1 has no previous model
+
+
+def test_precision_is_fp32_on_cpu_and_trainer_args_follow_the_config(tmp_path):
+    from vlthinker.training.common import precision_args, trainer_args
+
+    assert precision_args("cpu") == {"use_cpu": True, "bf16": False, "fp16": False}
+    sft = Config().sft.model_copy(update={"max_steps": None, "epochs": 2.0, "save_steps": 7})
+    args = trainer_args(sft, tmp_path, "cpu")
+    assert args["max_steps"] == -1 and args["num_train_epochs"] == 2.0
+    assert args["save_strategy"] == "steps" and args["save_steps"] == 7 and args["report_to"] == []
+    assert args["activation_checkpointing"] is False

@@ -326,6 +326,14 @@ def _training_cli_args(
     return args
 
 
+def _print_training_report(report) -> None:
+    """The report without its long histories, once (by the main process of a multi-process run)."""
+    from vlthinker.training.common import is_main_process
+
+    if is_main_process():
+        _print_stats({k: v for k, v in report.to_json().items() if k != "extra"})
+
+
 def _launch_if_needed(launch, step: str, options: dict[str, object], config, overrides) -> None:
     from vlthinker.training.launch import needs_launch, relaunch
 
@@ -375,7 +383,7 @@ def step_sft_cmd(
     report = train_sft(
         cfg, input_dir, start, output, checkpoint_dir=checkpoint_dir, tracking_uri=uri, log=log
     )
-    _print_stats({k: v for k, v in report.to_json().items() if k != "extra"})
+    _print_training_report(report)
 
 
 @step_app.command("select")
@@ -431,7 +439,7 @@ def step_rl_cmd(
     }
     _launch_if_needed(cfg.rl.launch, "rl", options, config, overrides)
     report = train_rl(cfg, input_dir, model, output, checkpoint_dir=checkpoint_dir, tracking_uri=uri, log=log)
-    _print_stats({k: v for k, v in report.to_json().items() if k != "extra"})
+    _print_training_report(report)
 
 
 @app.command("validate")

@@ -210,25 +210,6 @@ def _trainer_args(config: Config, output_dir: str, device: str):
     )
 
 
-def _log_callback(log: Log, total_steps: int):
-    from transformers import TrainerCallback
-
-    class LogLoss(TrainerCallback):
-        def __init__(self):
-            self.start = time.monotonic()
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                elapsed = time.monotonic() - self.start
-                eta = elapsed / max(state.global_step, 1) * (total_steps - state.global_step)
-                log(
-                    f"pretrain: step {state.global_step}/{total_steps} loss {float(logs['loss']):.4f} "
-                    f"lr {float(logs.get('learning_rate', 0)):.2e} (elapsed {elapsed:.0f}s, ETA {eta:.0f}s)"
-                )
-
-    return LogLoss()
-
-
 def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
     """Build the tiny model, pretrain it, score it, and save it into ``model_dir``."""
     import torch
@@ -238,6 +219,7 @@ def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
     from vlthinker.backends.hf import SamplingParams, generate
     from vlthinker.model.loader import LoadedModel, default_device, load_model, save_model
     from vlthinker.model.tiny import build_tiny
+    from vlthinker.training.common import progress_callback
 
     p = config.pretrain
     device = default_device()
@@ -258,7 +240,7 @@ def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
             train_dataset=train_ds,
             eval_dataset=caption_eval_ds,
             processing_class=loaded.processor,
-            callbacks=[_log_callback(log, p.steps)],
+            callbacks=[progress_callback("pretrain", log, p.batch_size)],
         )
         started = time.monotonic()
         result = trainer.train()

@@ -20,7 +20,6 @@ import json
 import math
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -51,11 +50,22 @@ class TrainingError(VLThinkerError):
 # --------------------------------------------------------------------------------------------------
 
 
-def training_device() -> str:
-    """This process's device (``cuda:<local rank>`` under a multi-GPU launch, else cuda or cpu)."""
+def distributed_state():
+    """accelerate's process state; without a GPU it is initialised for CPU (gloo) so that a
+    multi-process launch on CPU machines is seen as one (``PartialState()`` alone would not)."""
+    import torch
     from accelerate import PartialState
 
-    return str(PartialState().device)
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def is_main_process() -> bool:
+    return distributed_state().is_main_process
+
+
+def training_device() -> str:
+    """This process's device (``cuda:<local rank>`` under a multi-GPU launch, else cuda or cpu)."""
+    return str(distributed_state().device)
 
 
 def precision_args(device: str) -> dict[str, Any]:
@@ -268,11 +278,6 @@ def prepare_work_dir(work_dir: str | Path, fingerprint_value: str, log: Log = pr
     return resume
 
 
-def staging_dir(output_dir: Path) -> Path:
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-
-
 # --------------------------------------------------------------------------------------------------
 # Reports, progress and MLflow
 # --------------------------------------------------------------------------------------------------
@@ -408,7 +413,6 @@ def _flatten(payload: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def progress_callback(
     label: str,
-    total_steps: Callable[[], int],
     log: Log,
     samples_per_step: int,
     mlflow_run: MLflowRun | None = None,
@@ -442,7 +446,7 @@ def progress_callback(
                 )
             if not any(k in metrics for k in keys):
                 return
-            total = total_steps()
+            total = state.max_steps
             done = state.global_step - self.first_step
             elapsed = time.monotonic() - self.start
             eta = elapsed / max(done, 1) * max(total - state.global_step, 0)

@@ -33,9 +33,9 @@ def needs_launch(launch: LaunchConfig) -> bool:
 
 def world_size() -> int:
     """How many processes train together (1 unless started by a distributed launcher)."""
-    from accelerate import PartialState
+    from vlthinker.training.common import distributed_state
 
-    return PartialState().num_processes
+    return distributed_state().num_processes
 
 
 def launch_command(launch: LaunchConfig, cli_args: Sequence[str]) -> list[str]:

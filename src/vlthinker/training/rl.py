@@ -146,7 +146,10 @@ def train_rl(
     if cfg.max_prompt_length is not None:
         from vlthinker.model.loader import load_processor
 
-        processor = load_processor(model, trust_remote_code=config.model.trust_remote_code)
+        m = config.model
+        processor = load_processor(
+            model, trust_remote_code=m.trust_remote_code, min_pixels=m.min_pixels, max_pixels=m.max_pixels
+        )
         dataset = drop_long_prompts(dataset, processor, cfg.max_prompt_length, log)
 
     def make_trainer(model_obj, processor, args, callbacks, peft):

@@ -29,9 +29,12 @@ from vlthinker.training.common import (
     TrainReport,
     dataset_digest,
     default_checkpoint_dir,
+    distributed_state,
     fingerprint,
     freeze_vision,
     frozen_prefixes,
+    is_main_process,
+    last_complete_checkpoint,
     numeric_metrics,
     parameter_counts,
     peft_config,
@@ -123,15 +126,18 @@ def run_training(
     fingerprint and the MLflow params).
     """
     from transformers import PrinterCallback
+    from transformers.utils import logging as transformers_logging
 
-    section, log = job.section, job.log
+    transformers_logging.disable_progress_bar()  # our progress lines replace the shard-writing bars
+    section = job.section
+    log = job.log if is_main_process() else _silent
     dataset_sha = dataset_digest(job.dataset_dir)
     key = fingerprint(
         {"step": job.step, "model": job.model_ref, "dataset": dataset_sha, "settings": settings}
     )
     device = training_device()
     model, processor = load_for_training(job, device)
-    resume = prepare_work_dir(job.work_dir, key, log) if _is_main() else None
+    resume = prepare_work_dir(job.work_dir, key, log) if is_main_process() else None
     resume = _broadcast_resume(job.work_dir, resume)
     freeze = freeze_vision(model, section.freeze_vision_tower, section.freeze_projector, log)
     peft = (
@@ -139,13 +145,11 @@ def run_training(
         if section.finetune == "lora"
         else None
     )
-    mlflow_run = _open_mlflow(job, resume is not None, settings) if _is_main() else None
+    mlflow_run = _open_mlflow(job, resume is not None, settings) if is_main_process() else None
 
     args = trainer_args(section, job.work_dir, device)
-    trainer_ref: list[Any] = []
     callback = progress_callback(
         job.step,
-        lambda: trainer_ref[0].state.max_steps,
         log,
         samples_per_step,
         mlflow_run,
@@ -153,7 +157,6 @@ def run_training(
     )
     trainer = make_trainer(model, processor, args, [callback], peft)
     trainer.remove_callback(PrinterCallback)  # our callback prints one line per log event
-    trainer_ref.append(trainer)
     freeze.frozen_parameters, freeze.trainable_parameters = parameter_counts(trainer.model)
     resumed_step = int(resume.name.rsplit("-", 1)[-1]) if resume else None
     log(
@@ -167,8 +170,7 @@ def run_training(
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         seconds = time.monotonic() - started
         report = _report(job, trainer, result, seconds, n_examples, samples_per_step, resumed_step, freeze)
-        report.dataset_sha256 = dataset_sha
-        report.mlflow_run_id = mlflow_run.run_id if mlflow_run else None
+        report.dataset_sha256, report.mlflow_run_id = dataset_sha, mlflow_run.run_id if mlflow_run else None
         _save_final(job, trainer, processor, report)
         if mlflow_run is not None:
             mlflow_run.log_metrics(
@@ -178,7 +180,7 @@ def run_training(
     finally:
         if mlflow_run is not None:
             mlflow_run.finish(status)
-    if _is_main() and not section.keep_checkpoints:
+    if is_main_process() and not section.keep_checkpoints:
         shutil.rmtree(job.work_dir, ignore_errors=True)
     log(
         f"{job.step}: {report.global_step} steps in {report.train_seconds:.0f}s "
@@ -187,19 +189,13 @@ def run_training(
     return report
 
 
-def _is_main() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
+def _silent(message: str) -> None:
+    """Processes other than the main one train quietly."""
 
 
 def _broadcast_resume(work_dir: Path, resume: Path | None) -> Path | None:
     """After the main process tidied the work dir, every process resumes from the same checkpoint."""
-    from accelerate import PartialState
-
-    from vlthinker.training.common import last_complete_checkpoint
-
-    state = PartialState()
+    state = distributed_state()
     if state.num_processes == 1:
         return resume
     state.wait_for_everyone()
@@ -229,7 +225,11 @@ def _report(job, trainer, result, seconds, n_examples, samples_per_step, resumed
         finetune=job.section.finetune,
         mlflow_run_id=None,
         n_examples=n_examples,
-        extra={"loss_curve": losses, "log_history": state.log_history},
+        extra={
+            "loss_curve": losses,
+            "log_history": state.log_history,
+            "processes": distributed_state().num_processes,
+        },
     )
 
 
@@ -239,16 +239,17 @@ def _save_final(job: TrainingJob, trainer, processor, report: TrainReport) -> No
     from vlthinker.model.pretrain import _replace_dir
 
     final = job.work_dir / "final"
-    if _is_main() and final.exists():
-        shutil.rmtree(final)
+    if is_main_process() and final.exists():
+        shutil.rmtree(final)  # left by a run killed while saving
+    trainer.accelerator.wait_for_everyone()
     model = trainer.model
     if job.section.finetune == "lora":
         merged = trainer.accelerator.unwrap_model(model).merge_and_unload()
-        if _is_main():
+        if is_main_process():
             merged.save_pretrained(final, safe_serialization=True)
     else:
         trainer.save_model(str(final))  # every process calls it: ZeRO-3 gathers the shards here
-    if _is_main():
+    if is_main_process():
         save_processor(processor, final)
         for stale in final.glob("training_args.bin"):
             stale.unlink()
