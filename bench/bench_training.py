@@ -51,6 +51,10 @@ def bare_trainer_args(config: Config, section: str, out: Path) -> dict:
         "report_to": [],
         "activation_checkpointing": False,
         "use_cpu": True,
+        "bf16": False,  # fp32 on CPU as our steps train (TRL would default to bf16 autocast)
+        "fp16": False,
+        "weight_decay": cfg.weight_decay,
+        "max_grad_norm": cfg.max_grad_norm,
         "seed": cfg.seed,
         "disable_tqdm": True,
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
 import warnings
@@ -16,9 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vlthinker.config import Config
+from vlthinker.errors import VLThinkerError
 from vlthinker.state import Stores
 
 Log = Callable[[str], None]
+
+
+class PipelineFailed(VLThinkerError):
+    """A step of the local pipeline failed; the run stopped there."""
 
 
 class QuietExecutorStream:
@@ -95,11 +101,20 @@ def run_local(config: Config, stores: Stores, log: Log = print) -> float:
         )
         stream = QuietExecutorStream(sys.stdout, full_log)
         with contextlib.redirect_stdout(stream):
-            pipeline(
-                config_yaml=config_yaml(config),
-                state_dir=str(stores.state_dir),
-                tracking_uri=stores.tracking_uri,
-                dvc_remote=stores.dvc_remote,
-                run_label=config.content_hash()[:12],
-            )
+            try:
+                pipeline(
+                    config_yaml=config_yaml(config),
+                    state_dir=str(stores.state_dir),
+                    tracking_uri=stores.tracking_uri,
+                    dvc_remote=stores.dvc_remote,
+                    run_label=config.content_hash()[:12],
+                )
+            except (
+                RuntimeError
+            ) as exc:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed"
+                message = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+                raise PipelineFailed(
+                    f"{message}\nThe step's own error is printed above; the full log is {log_file}. "
+                    "Fix the cause and run again: the steps that finished come from the cache."
+                ) from None
     return time.monotonic() - started

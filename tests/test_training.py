@@ -125,6 +125,8 @@ def test_sft_writes_a_standard_model_dir_and_logs_to_mlflow(sft_model, tracking_
         assert key in run.data.metrics, key
     assert "throughput/tokens_per_second" in run.data.metrics
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 40 // 5
+    location = client.get_experiment(run.info.experiment_id).artifact_location
+    assert "mlartifacts" in location and str(Path.cwd() / "mlruns") not in location  # beside the store
 
 
 def test_lora_sft_merges_adapters_into_a_plain_model(world, tiny_model_dir, config, tmp_path):
@@ -265,7 +267,17 @@ def test_killed_sft_step_resumes_to_the_same_step_count(world, tiny_model_dir, t
     assert resumed["global_step"] == straight.global_step == 40
     logged = {step for step, _ in resumed["extra"]["loss_curve"]}
     assert {2, 40} <= logged  # the resumed trainer state carries the losses logged before the kill
-    shutil.rmtree(output)
+    # The resumed run continued from the checkpoint's weights (not from the initial ones):
+    assert max_weight_difference(output, tmp_path / "straight") < 1e-4
+    assert max_weight_difference(output, tiny_model_dir) > 1e-2
+
+
+def max_weight_difference(a: Path, b: Path) -> float:
+    from safetensors.torch import load_file
+
+    left, right = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert left.keys() == right.keys()
+    return max(float((left[k].float() - right[k].float()).abs().max()) for k in left)
 
 
 def test_two_cpu_processes_train_one_model(world, tiny_model_dir, tracking_uri, tmp_path):

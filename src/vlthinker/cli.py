@@ -497,9 +497,8 @@ def run_cmd(
     Re-running with nothing changed is served from the cache. Ends with a table (iteration, dataset
     sizes, held-out accuracy, gate decision and reason, champion) and the command that opens MLflow.
     """
-    from pipelines.summary import print_summary
-
     from pipelines.local import run_local
+    from pipelines.summary import print_summary
     from vlthinker.state import resolve_stores
 
     cfg = resolve_config(config, overrides)

@@ -365,12 +365,26 @@ class MLflowRun:
             except Exception:  # the run was deleted or the store changed: start a new one
                 recorded = ""
         if not recorded:
-            experiment_obj = self.client.get_experiment_by_name(experiment)
-            experiment_id = (
-                experiment_obj.experiment_id if experiment_obj else self.client.create_experiment(experiment)
-            )
+            experiment_id = self._experiment_id(experiment, tracking_uri)
             self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
             run_file.write_text(self.run_id + "\n")
+
+    def _experiment_id(self, name: str, tracking_uri: str) -> str:
+        """The experiment's id; created on first use, with an embedded (SQLite) store's artifacts in
+        ``mlartifacts/<name>`` beside the database, as ``vlthinker.state`` lays the state dir out."""
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = None
+        if tracking_uri.startswith("sqlite:///"):
+            location = str(Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name)
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except Exception:  # created meanwhile by another step
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param

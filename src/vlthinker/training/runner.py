@@ -12,6 +12,7 @@ Every process of a multi-process launch runs this; only the main process prints,
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from collections.abc import Callable
@@ -79,6 +80,21 @@ def processor_for_trainer(processor):
     return processor
 
 
+def checkpoints_in_model_layout(model) -> None:
+    """Write checkpoints with the model's own parameter names (transformers#43701).
+
+    ``save_pretrained`` converts Qwen2.5-VL (and other VLM) names back to the hub layout
+    (``visual.*``, ``model.layers.*``), but ``Trainer`` resumes with a plain ``load_state_dict`` that
+    does not convert them back: every key misses and a resumed run silently keeps its initial weights.
+    Checkpoints therefore keep the model's layout; the final model is saved in the standard one.
+    """
+    model.save_pretrained = functools.partial(type(model).save_pretrained, model, save_original_format=False)
+
+
+def standard_layout(model) -> None:
+    model.__dict__.pop("save_pretrained", None)
+
+
 def load_for_training(job: TrainingJob, device: str):
     from vlthinker.model.loader import load_model
 
@@ -140,6 +156,7 @@ def run_training(
     resume = prepare_work_dir(job.work_dir, key, log) if is_main_process() else None
     resume = _broadcast_resume(job.work_dir, resume)
     freeze = freeze_vision(model, section.freeze_vision_tower, section.freeze_projector, log)
+    checkpoints_in_model_layout(model)
     peft = (
         peft_config(model, section.lora, frozen_prefixes(freeze, section))
         if section.finetune == "lora"
@@ -171,7 +188,7 @@ def run_training(
         seconds = time.monotonic() - started
         report = _report(job, trainer, result, seconds, n_examples, samples_per_step, resumed_step, freeze)
         report.dataset_sha256, report.mlflow_run_id = dataset_sha, mlflow_run.run_id if mlflow_run else None
-        _save_final(job, trainer, processor, report)
+        _save_final(job, trainer, model, processor, report)
         if mlflow_run is not None:
             mlflow_run.log_metrics(
                 {f"final/{k}": v for k, v in numeric_metrics(report.to_json()).items()}, report.global_step
@@ -233,7 +250,7 @@ def _report(job, trainer, result, seconds, n_examples, samples_per_step, resumed
     )
 
 
-def _save_final(job: TrainingJob, trainer, processor, report: TrainReport) -> None:
+def _save_final(job: TrainingJob, trainer, raw_model, processor, report: TrainReport) -> None:
     """Write model + processor + report into ``<work>/final``, then rename it into the output."""
     from vlthinker.model.loader import save_processor
     from vlthinker.model.pretrain import _replace_dir
@@ -242,6 +259,7 @@ def _save_final(job: TrainingJob, trainer, processor, report: TrainReport) -> No
     if is_main_process() and final.exists():
         shutil.rmtree(final)  # left by a run killed while saving
     trainer.accelerator.wait_for_everyone()
+    standard_layout(raw_model)
     model = trainer.model
     if job.section.finetune == "lora":
         merged = trainer.accelerator.unwrap_model(model).merge_and_unload()
