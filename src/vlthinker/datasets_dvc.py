@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from vlthinker.errors import VLThinkerError
+from vlthinker.fsutil import swap_into_place
 
 REMOTE_NAME = "store"
 _CHUNK = 1 << 20
@@ -207,11 +208,4 @@ def fetch_dataset(md5: str, output_dir: str | Path, remote: str | Path) -> Path:
             f"dataset {value} could not be fetched from {remote}: {exc}. Was it pushed there "
             f"(object {object_url(remote, value)})?"
         ) from exc
-    if output.exists():
-        old = output.with_name(f".{output.name}.old-{os.getpid()}")
-        os.replace(output, old)
-        os.replace(staging, output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, output)
-    return output
+    return swap_into_place(staging, output)

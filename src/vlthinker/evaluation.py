@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vlthinker.errors import VLThinkerError
+from vlthinker.fsutil import swap_into_place
 
 PromptStyle = Literal["reasoning", "direct"]
 PROMPT_STYLES: tuple[str, ...] = ("reasoning", "direct")
@@ -313,13 +313,7 @@ def write_results(
         (tmp / SUMMARY_MD).write_text(summary_markdown(metrics, title))
         (tmp / SUMMARY_HTML).write_text(summary_html(metrics, title))
         plot_accuracy(metrics, tmp / PLOT_FILE, title)
-        if output.exists():
-            old = output.with_name(f".{output.name}.old-{os.getpid()}")
-            os.replace(output, old)
-            os.replace(tmp, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, output)
+        swap_into_place(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vlthinker.errors import DatasetError
+from vlthinker.fsutil import swap_into_place
 
 RECORDS_FILE = "records.jsonl"
 IMAGES_DIR = "images"
@@ -147,14 +148,7 @@ class DatasetWriter:
         self._records.close()
         with (self.tmp_dir / RECORDS_FILE).open("rb") as handle:
             os.fsync(handle.fileno())
-        if self.output_dir.exists():
-            old = self.output_dir.with_name(f".{self.output_dir.name}.old-{os.getpid()}")
-            os.replace(self.output_dir, old)
-            os.replace(self.tmp_dir, self.output_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp_dir, self.output_dir)
-        return self.output_dir
+        return swap_into_place(self.tmp_dir, self.output_dir)
 
     def abort(self) -> None:
         if not self._records.closed:

@@ -9,7 +9,6 @@ version), and a cache entry whose weights no longer match their recorded hash is
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vlthinker.config import Config
+from vlthinker.fsutil import swap_into_place
 from vlthinker.prompts import CAPTION_PROMPT, assistant_message, direct_question, user_message
 from vlthinker.records import Record, sha256_bytes
 
@@ -337,13 +337,7 @@ def _replace_dir(source: Path, target: Path, move: bool = False) -> None:
         shutil.move(str(source), staging)
     else:
         shutil.copytree(source, staging)
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, target)
+    swap_into_place(staging, target)
 
 
 def format_report(report: BaseReport) -> str:

@@ -8,12 +8,12 @@ load like any hub checkpoint. The same seed gives a byte-identical ``model.safet
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from vlthinker.config import TinyModelConfig
+from vlthinker.fsutil import swap_into_place
 from vlthinker.model.tokenizer import CHAT_TEMPLATE, REASONING_PHRASES, train_tokenizer
 
 PATCH_SIZE = 14
@@ -131,9 +131,7 @@ def build_tiny(
         }
         (tmp / "vlthinker_model.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
         tmp.chmod(0o755)
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
+        swap_into_place(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
