@@ -1,0 +1,59 @@
+"""Base pretraining: report, content cache (config + seed), corrupted cache entry detected and rebuilt."""
+
+from __future__ import annotations
+
+import json
+
+from vlthinker.config import load_config
+from vlthinker.model.pretrain import REPORT_FILE, cache_key, format_report, pretrain_base
+
+SMALL = {
+    "pretrain.steps": 4,
+    "pretrain.batch_size": 4,
+    "pretrain.n_train": 16,
+    "pretrain.n_heldout": 12,
+    "pretrain.log_every": 2,
+    "pretrain.max_new_tokens": 6,
+}
+
+
+def test_pretrain_reports_and_caches_by_content(tmp_path):
+    config = load_config(None, SMALL)
+    logs: list[str] = []
+    report, cached = pretrain_base(config, tmp_path / "base", cache_dir=tmp_path / "cache", log=logs.append)
+    assert not cached
+    assert report.steps == 4 and report.n_heldout_items == 12
+    assert set(report.per_task) == set(config.data.tasks)
+    assert 0.0 <= report.heldout_accuracy <= 1.0 and report.caption_loss > 0
+    assert any("step 4/4" in line for line in logs), "progress is printed"
+    on_disk = json.loads((tmp_path / "base" / REPORT_FILE).read_text())
+    assert on_disk["cache_key"] == cache_key(config)
+    assert "families clearly above chance" in format_report(report)
+
+    again, cached = pretrain_base(
+        config, tmp_path / "elsewhere", cache_dir=tmp_path / "cache", log=logs.append
+    )
+    assert cached and again.model_sha256 == report.model_sha256
+    assert (tmp_path / "elsewhere" / "model.safetensors").read_bytes() == (
+        tmp_path / "base" / "model.safetensors"
+    ).read_bytes()
+
+    # a corrupted cache entry is detected by its hash and rebuilt, not served
+    entry = tmp_path / "cache" / "base" / cache_key(config)
+    weights = entry / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-16] + b"\0" * 16)
+    (tmp_path / "elsewhere").rename(tmp_path / "moved")  # no complete copy at the output either
+    rebuilt, cached = pretrain_base(
+        config, tmp_path / "elsewhere", cache_dir=tmp_path / "cache", log=logs.append
+    )
+    assert not cached
+    assert any("corrupted" in line for line in logs)
+    assert rebuilt.model_sha256 == report.model_sha256, "same config + seed, same weights"
+
+
+def test_cache_key_follows_config_and_seed():
+    base = load_config(None, SMALL)
+    assert cache_key(base) == cache_key(load_config(None, SMALL))
+    assert cache_key(base) != cache_key(load_config(None, {**SMALL, "model.seed": 1}))
+    assert cache_key(base) != cache_key(load_config(None, {**SMALL, "pretrain.steps": 5}))
+    assert cache_key(base) == cache_key(load_config(None, {**SMALL, "distill.k": 2})), "unrelated sections"
