@@ -32,7 +32,7 @@ class DataConfig(_Section):
         default_factory=lambda: ["count", "bar_chart", "grid_geometry", "table", "spatial", "clock"],
         min_length=1,
     )
-    n_train: int = Field(default=1200, ge=1)
+    n_train: int = Field(default=600, ge=1)
     n_heldout: int = Field(default=300, ge=1)
     image_size: int = Field(default=112, ge=56, le=1024)
     max_difficulty: int = Field(default=3, ge=1, le=3)
@@ -253,7 +253,7 @@ class SFTConfig(TrainCommonConfig):
     init_from: Literal["base", "previous"] = "base"
     batch_size: int = Field(default=16, ge=1, description="examples per device and micro-step")
     max_length: int | None = Field(default=None, ge=16, description="truncate examples (tokens); None = off")
-    max_steps: int | None = Field(default=250, ge=1, description="optimizer steps; None = run `epochs`")
+    max_steps: int | None = Field(default=150, ge=1, description="optimizer steps; None = run `epochs`")
 
 
 class SelectConfig(_Section):
@@ -265,7 +265,7 @@ class SelectConfig(_Section):
     ``none`` shuffles them. Pass rates are graded like the RL accuracy reward (strict format).
     """
 
-    k: int = Field(default=8, ge=1)
+    k: int = Field(default=4, ge=1)
     sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=256)
     )
@@ -296,7 +296,7 @@ class RLConfig(TrainCommonConfig):
     """
 
     learning_rate: float = Field(default=5e-5, gt=0, le=1)
-    max_steps: int | None = Field(default=60, ge=1, description="optimizer steps; None = run `epochs`")
+    max_steps: int | None = Field(default=30, ge=1, description="optimizer steps; None = run `epochs`")
     warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "constant"
     logging_steps: int = Field(default=5, ge=1)
