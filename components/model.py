@@ -27,21 +27,14 @@ def sft(
     metrics: Output[Metrics],
 ):
     """Supervised fine-tuning on verified traces, starting from the base model (as in the paper)."""
-    import json
-
     from vlthinker.tasks.data import parse_config
-    from vlthinker.tasks.model import sft
+    from vlthinker.tasks.model import record_metrics, sft
 
     report = sft(
         parse_config(config_yaml), sft_data.path, base.path, model.path, tracking_uri, run_label, iteration
     )
     model.metadata.update(report)
-    for key, value in report.get("metrics", {}).items():
-        metrics.log_metric(key, value)
-    # a file at the artifact's path too: log_metric writes metadata only, and kfp.local's cache
-    # treats an output whose file is missing as a miss
-    with open(metrics.path, "w", encoding="utf-8") as handle:
-        json.dump(dict(metrics.metadata), handle, sort_keys=True)
+    record_metrics(metrics, report.get("metrics", {}))
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -73,10 +66,8 @@ def rl(
     metrics: Output[Metrics],
 ):
     """GRPO with verifiable rewards (accuracy, optional format) from the SFT model."""
-    import json
-
     from vlthinker.tasks.data import parse_config
-    from vlthinker.tasks.model import rl
+    from vlthinker.tasks.model import record_metrics, rl
 
     report = rl(
         parse_config(config_yaml),
@@ -88,12 +79,7 @@ def rl(
         iteration,
     )
     model.metadata.update(report)
-    for key, value in report.get("metrics", {}).items():
-        metrics.log_metric(key, value)
-    # a file at the artifact's path too: log_metric writes metadata only, and kfp.local's cache
-    # treats an output whose file is missing as a miss
-    with open(metrics.path, "w", encoding="utf-8") as handle:
-        json.dump(dict(metrics.metadata), handle, sort_keys=True)
+    record_metrics(metrics, report.get("metrics", {}))
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -107,18 +93,11 @@ def evaluate(
     summary: Output[Markdown],
 ):
     """Greedy evaluation on the held-out benchmark: predictions table, accuracy per task/difficulty."""
-    import json
-
     from vlthinker.tasks.data import parse_config
-    from vlthinker.tasks.model import evaluate
+    from vlthinker.tasks.model import evaluate, record_metrics
 
     result = evaluate(parse_config(config_yaml), model.path, heldout.path, evaluation.path, stage)
     evaluation.metadata.update(result["metadata"])
-    for key, value in result["metrics"].items():
-        metrics.log_metric(key, value)
-    # a file at the artifact's path too: log_metric writes metadata only, and kfp.local's cache
-    # treats an output whose file is missing as a miss
-    with open(metrics.path, "w", encoding="utf-8") as handle:
-        json.dump(dict(metrics.metadata), handle, sort_keys=True)
+    record_metrics(metrics, result["metrics"])
     with open(summary.path, "w", encoding="utf-8") as handle:
         handle.write(result["markdown"])

@@ -10,6 +10,18 @@ from vlthinker.config import Config
 from vlthinker.model.refs import resolve_model_ref, write_model_ref
 
 
+def record_metrics(artifact, values: dict[str, float]) -> None:
+    """Log metrics on a KFP Metrics artifact and write them to its path as JSON.
+
+    ``log_metric`` writes metadata only, and kfp.local's cache treats an output whose file is
+    missing as a miss, so the file is what lets those steps be served from the cache.
+    """
+    for key, value in values.items():
+        artifact.log_metric(key, value)
+    Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(artifact.path).write_text(json.dumps(dict(artifact.metadata), sort_keys=True), encoding="utf-8")
+
+
 def base_model(config: Config, state_dir: str, output_dir: str) -> dict[str, Any]:
     """The tiny model pretrained (content-cached under STATE_DIR/cache), or a pointer to a hub/local model."""
     if config.model.base != "tiny":
