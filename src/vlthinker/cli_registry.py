@@ -186,6 +186,13 @@ def attach(app: typer.Typer, step_app: typer.Typer, resolve_config, log, config_
         result = gate_step(cfg, _stores(state_dir, tracking_uri, dvc_remote), version, log=log)
         typer.echo(json.dumps(result.to_json(), indent=2, sort_keys=True) if as_json else result.report())
 
+    def _open(config, overrides, state_dir, tracking_uri, dvc_remote):
+        """The config and the project's registry in the chosen stores (shared by the registry commands)."""
+        from vlthinker.registry.client import open_registry
+
+        cfg = resolve_config(config, overrides)
+        return cfg, open_registry(cfg, _stores(state_dir, tracking_uri, dvc_remote), log)
+
     @registry_app.command("status")
     def registry_status_cmd(
         as_json: JsonOption = False,
@@ -196,12 +203,10 @@ def attach(app: typer.Typer, step_app: typer.Typer, resolve_config, log, config_
         dvc_remote: DvcRemoteOption = None,
     ) -> None:
         """The registered model: champion, base scores, every version (decision, reasons, metrics, tags)."""
-        from vlthinker.registry.client import open_registry
         from vlthinker.registry.lock import GateLock
         from vlthinker.registry.status import format_status, registry_status
 
-        cfg = resolve_config(config, overrides)
-        registry = open_registry(cfg, _stores(state_dir, tracking_uri, dvc_remote), log)
+        _, registry = _open(config, overrides, state_dir, tracking_uri, dvc_remote)
         status = registry_status(registry)
         if as_json:
             typer.echo(json.dumps(status, indent=2, sort_keys=True))
@@ -218,11 +223,9 @@ def attach(app: typer.Typer, step_app: typer.Typer, resolve_config, log, config_
         dvc_remote: DvcRemoteOption = None,
     ) -> None:
         """Make the previous champion the champion again (under the gate lock)."""
-        from vlthinker.registry.client import open_registry
         from vlthinker.registry.gate import GateSettings, rollback
 
-        cfg = resolve_config(config, overrides)
-        registry = open_registry(cfg, _stores(state_dir, tracking_uri, dvc_remote), log)
+        cfg, registry = _open(config, overrides, state_dir, tracking_uri, dvc_remote)
         done = rollback(registry, GateSettings.from_config(cfg.registry), reason)
         name = done["model"]
         target = (
@@ -239,11 +242,9 @@ def attach(app: typer.Typer, step_app: typer.Typer, resolve_config, log, config_
         dvc_remote: DvcRemoteOption = None,
     ) -> None:
         """Finish a gate or rollback that lost MLflow after journaling its decision (waits out its lease)."""
-        from vlthinker.registry.client import open_registry
         from vlthinker.registry.gate import GateSettings, recover
 
-        cfg = resolve_config(config, overrides)
-        registry = open_registry(cfg, _stores(state_dir, tracking_uri, dvc_remote), log)
+        cfg, registry = _open(config, overrides, state_dir, tracking_uri, dvc_remote)
         done = recover(registry, GateSettings.from_config(cfg.registry))
         intent = (done["completed"] or {}).get("intent")
         typer.echo(f"completed the journaled {intent['op']} ({intent})" if intent else "nothing to recover")
@@ -266,10 +267,8 @@ def attach(app: typer.Typer, step_app: typer.Typer, resolve_config, log, config_
     ) -> None:
         """The audit trail: model -> datasets (hash, remote object) -> parent model -> ... -> sources."""
         from vlthinker.registry import lineage
-        from vlthinker.registry.client import open_registry
 
-        cfg = resolve_config(config, overrides)
-        registry = open_registry(cfg, _stores(state_dir, tracking_uri, dvc_remote), log)
+        _, registry = _open(config, overrides, state_dir, tracking_uri, dvc_remote)
         tree = lineage.walk(registry, ref)
         if fetch is not None:
             md5, target = fetch
