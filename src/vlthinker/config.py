@@ -176,6 +176,13 @@ class DistillConfig(_Section):
     )
     filters: TraceFilterConfig = Field(default_factory=TraceFilterConfig)
     batch_size: int = Field(default=32, ge=1)
+    max_failed_share: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="stop when more than this share of items got a failed request or only garbage "
+        "(no chain with a final answer) from the teacher, instead of writing a tiny dataset",
+    )
 
     @model_validator(mode="after")
     def _backend_when_needed(self) -> DistillConfig:
