@@ -2,12 +2,18 @@
 
 Every record is validated by a pydantic model on read and on write. Writes are atomic: the whole
 directory is built under a temporary name beside the target and renamed into place, so a reader
-never sees a half-written dataset under its final name.
+never sees a half-written dataset under its final name. A write that fails (disk full, I/O error)
+removes the temporary directory and raises one :class:`DatasetError` naming the dataset, the file
+and the cause; a dataset already at the target stays as it was. Every file is opened through
+:func:`open_raw`, the one edge where tests inject a full disk.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -53,6 +59,16 @@ class Record(BaseModel):
         if path.is_absolute() or ".." in path.parts:
             raise ValueError(f"image path {value!r} must be relative and stay inside the dataset")
         return value
+
+
+def open_raw(path: Path) -> io.RawIOBase:
+    """Open one dataset file for writing, unbuffered: the lowest layer every dataset write goes through."""
+    return io.FileIO(path, "w")
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with io.BufferedWriter(open_raw(path)) as handle:
+        handle.write(data)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -106,7 +122,8 @@ class DatasetWriter:
     """Builds a dataset in a temporary sibling directory; `commit()` renames it into place.
 
     Use as a context manager: an exception inside the block removes the temporary directory and
-    leaves any existing dataset at the target untouched.
+    leaves any existing dataset at the target untouched. An ``OSError`` while writing (or while
+    committing) does the same and becomes a :class:`DatasetError` that names the file and the cause.
     """
 
     def __init__(self, output_dir: str | Path, overwrite: bool = True):
@@ -115,19 +132,42 @@ class DatasetWriter:
         self.output_dir.parent.mkdir(parents=True, exist_ok=True)
         if self.output_dir.exists() and not overwrite:
             raise DatasetError(f"{self.output_dir}: already exists (pass overwrite to replace it)")
-        self.tmp_dir = Path(
-            tempfile.mkdtemp(prefix=f".{self.output_dir.name}.tmp-", dir=self.output_dir.parent)
-        )
-        (self.tmp_dir / IMAGES_DIR).mkdir()
-        self._records = (self.tmp_dir / RECORDS_FILE).open("w", encoding="utf-8", newline="\n")
         self._ids: set[str] = set()
         self.count = 0
+        self._records: io.TextIOWrapper | None = None
+        try:
+            self.tmp_dir = Path(
+                tempfile.mkdtemp(prefix=f".{self.output_dir.name}.tmp-", dir=self.output_dir.parent)
+            )
+        except OSError as exc:
+            raise self._write_error(exc, self.output_dir.parent) from exc
+        try:
+            (self.tmp_dir / IMAGES_DIR).mkdir()
+            raw = open_raw(self.tmp_dir / RECORDS_FILE)
+            self._records = io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8", newline="\n")
+        except OSError as exc:
+            raise self._failed(exc, self.tmp_dir / RECORDS_FILE) from exc
+
+    def _write_error(self, exc: OSError, path: Path) -> DatasetError:
+        cause = "disk full (no space left on device)" if exc.errno == errno.ENOSPC else str(exc)
+        return DatasetError(
+            f"dataset {self.output_dir}: writing {path} failed: {cause}; the partial dataset was "
+            f"removed and nothing was written under {self.output_dir}"
+        )
+
+    def _failed(self, exc: OSError, path: Path) -> DatasetError:
+        """Remove the temporary directory; the error to raise for ``exc`` while writing ``path``."""
+        self.abort()
+        return self._write_error(exc, path)
 
     def add_image(self, relative_path: str, data: bytes) -> str:
         """Write image bytes under the dataset; return their sha256."""
         target = self.tmp_dir / relative_path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _write_file(target, data)
+        except OSError as exc:
+            raise self._failed(exc, target) from exc
         return sha256_bytes(data)
 
     def add(self, record: Record) -> None:
@@ -138,21 +178,34 @@ class DatasetWriter:
                 f"{self.output_dir}: record {record.id!r}: image {record.image!r} was not written"
             )
         self._ids.add(record.id)
-        self._records.write(dump_record(record) + "\n")
+        try:
+            self._records.write(dump_record(record) + "\n")
+        except OSError as exc:
+            raise self._failed(exc, self.tmp_dir / RECORDS_FILE) from exc
         self.count += 1
 
     def write_stats(self, stats: dict) -> None:
-        (self.tmp_dir / STATS_FILE).write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+        target = self.tmp_dir / STATS_FILE
+        try:
+            _write_file(target, (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        except OSError as exc:
+            raise self._failed(exc, target) from exc
 
     def commit(self) -> Path:
-        self._records.close()
-        with (self.tmp_dir / RECORDS_FILE).open("rb") as handle:
-            os.fsync(handle.fileno())
-        return swap_into_place(self.tmp_dir, self.output_dir)
+        target = self.tmp_dir / RECORDS_FILE
+        try:
+            self._records.close()  # flushes the last buffered records: a full disk shows up here too
+            with target.open("rb") as handle:
+                os.fsync(handle.fileno())
+            return swap_into_place(self.tmp_dir, self.output_dir)
+        except OSError as exc:
+            raise self._failed(exc, target) from exc
 
     def abort(self) -> None:
-        if not self._records.closed:
-            self._records.close()
+        if self._records is not None and not self._records.closed:
+            # the flush that failed fails again; the directory goes anyway
+            with contextlib.suppress(OSError):
+                self._records.close()
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
     def __enter__(self) -> DatasetWriter:
