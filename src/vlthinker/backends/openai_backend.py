@@ -21,7 +21,10 @@ Semantics, per ``generate`` call:
 * Malformed answers (not JSON, no ``choices``, a count other than ``n``, a non-string content) fail
   at once with ``MalformedResponseError``.
 * All or nothing: the first failure cancels the rest (queued requests are dropped, backoff waits end)
-  and is raised; completions that did arrive are discarded.
+  and is raised; completions that did arrive are discarded. :meth:`OpenAIBackend.generate_each`
+  instead isolates failures: each prompt gets its completions or its own ``BackendError``.
+* Counting: ``counters`` holds the requests sent, the retries, the requests that failed for good
+  (retries spent, or not retryable) and the malformed answers, for the step's report.
 * R1-style servers that split the chain of thought into ``reasoning_content`` (or ``reasoning``):
   when the content has no ``<think>`` block, the text returned is
   ``"<think>\\n" + reasoning + "\\n</think>\\n\\n" + content`` — the layout R1 itself writes, so
@@ -93,6 +96,12 @@ class OpenAIBackend(Backend):
         self.shown_endpoint = redact_url(self.endpoint)
         self._opener = _opener_for(self.endpoint)
         self._closed = False
+        self.counters: dict[str, int] = {"requests": 0, "retries": 0, "failed": 0, "malformed": 0}
+        self._count_lock = threading.Lock()
+
+    def _count(self, key: str) -> None:
+        with self._count_lock:
+            self.counters[key] += 1
 
     def generate(
         self,
@@ -112,6 +121,33 @@ class OpenAIBackend(Backend):
         outputs: list[list[str]] = [[] for _ in requests]
         for call, call_texts in zip(calls, texts, strict=True):
             outputs[call.prompt_index].extend(call_texts)
+        return outputs
+
+    def generate_each(
+        self,
+        prompts: Sequence[Prompt],
+        images: Sequence[Any | None] | None = None,
+        params: SamplingParams | None = None,
+    ) -> list[list[str] | BackendError]:
+        """Like :meth:`generate`, but one prompt's failure (after its retries) is returned in its
+        place instead of cancelling the others: a list of completions or a ``BackendError`` per prompt."""
+        if self._closed:
+            raise BackendError("the openai backend is closed")
+        params = params or SamplingParams()
+        requests = check_requests(prompts, images)
+        if not requests:
+            return []
+        calls = [call for i, r in enumerate(requests) for call in self._calls(i, r, params)]
+        results = self._run_all(calls, len(requests), self._headers(), None, isolate=True)
+        outputs: list[list[str] | BackendError] = [[] for _ in requests]
+        for call, result in zip(calls, results, strict=True):
+            current = outputs[call.prompt_index]
+            if isinstance(current, BackendError):
+                continue
+            if isinstance(result, BackendError):
+                outputs[call.prompt_index] = result
+            else:
+                current.extend(result)
         return outputs
 
     def close(self) -> None:
@@ -142,9 +178,15 @@ class OpenAIBackend(Backend):
         return headers
 
     def _run_all(
-        self, calls: list[_Call], n_prompts: int, headers: dict[str, str], progress: ProgressFn | None
-    ) -> list[list[str]]:
-        """Run every call with at most ``max_concurrency`` in flight; all results or the first error."""
+        self,
+        calls: list[_Call],
+        n_prompts: int,
+        headers: dict[str, str],
+        progress: ProgressFn | None,
+        isolate: bool = False,
+    ) -> list[Any]:
+        """Run every call with at most ``max_concurrency`` in flight; all results or the first error
+        (``isolate``: a failed call's ``BackendError`` is its result and the others go on)."""
         cancel = threading.Event()
         left = [0] * n_prompts
         for call in calls:
@@ -152,7 +194,8 @@ class OpenAIBackend(Backend):
         workers = min(self.config.max_concurrency, len(calls))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlthinker-openai")
         try:
-            futures = [pool.submit(self._complete, call, headers, cancel) for call in calls]
+            complete = self._complete_or_error if isolate else self._complete
+            futures = [pool.submit(complete, call, headers, cancel) for call in calls]
             index_of = {future: i for i, future in enumerate(futures)}
             pending: set[Future] = set(futures)
             done_prompts = 0
@@ -174,7 +217,21 @@ class OpenAIBackend(Backend):
 
     def _complete(self, call: _Call, headers: dict[str, str], cancel: threading.Event) -> list[str]:
         body = self._post_with_retries(call.body, headers, cancel)
-        return parse_completions(body, call.n, self.shown_endpoint)
+        try:
+            return parse_completions(body, call.n, self.shown_endpoint)
+        except MalformedResponseError:
+            self._count("malformed")
+            raise
+
+    def _complete_or_error(
+        self, call: _Call, headers: dict[str, str], cancel: threading.Event
+    ) -> list[str] | BackendError:
+        try:
+            return self._complete(call, headers, cancel)
+        except _Cancelled:
+            raise
+        except BackendError as exc:
+            return exc
 
     def _post_with_retries(self, payload: bytes, headers: dict[str, str], cancel: threading.Event) -> bytes:
         attempts = self.config.max_retries + 1
@@ -183,6 +240,7 @@ class OpenAIBackend(Backend):
             if cancel.is_set():
                 raise _Cancelled("cancelled")
             retry_after = None
+            self._count("requests")
             try:
                 status, response_headers, body = self._post_once(payload, headers)
             except (OSError, http.client.HTTPException) as exc:
@@ -192,10 +250,12 @@ class OpenAIBackend(Backend):
                     return body
                 failure = f"HTTP {status}: {excerpt(body)}"
                 if not retryable(status):
+                    self._count("failed")
                     raise BackendError(self._not_retried_message(status, body))
                 retry_after = parse_retry_after(response_headers.get("Retry-After"))
             if attempt == attempts:
                 break
+            self._count("retries")
             delay = backoff_delay(attempt, self.config.backoff_base_s, self.config.backoff_max_s, retry_after)
             log.warning(
                 "openai backend: %s: %s; retry %d/%d in %.2fs",
@@ -207,6 +267,7 @@ class OpenAIBackend(Backend):
             )
             if cancel.wait(delay):
                 raise _Cancelled("cancelled")
+        self._count("failed")
         raise BackendError(
             f"openai backend: {self.shown_endpoint} failed after {attempts} attempt(s) "
             f"(max_retries={self.config.max_retries}); last failure: {failure}"

@@ -2,7 +2,9 @@
 
 * ``OfflineTeacherSource`` — the scripted offline teacher (synthetic sources only; labelled as such).
 * ``TextTeacherSource`` — any backend (OpenAI-compatible R1 endpoint, vllm, hf) reading caption +
-  question as text, as the paper's DeepSeek-R1-Distill teacher does.
+  question as text, as the paper's DeepSeek-R1-Distill teacher does. A request that fails (after the
+  backend's retries) or answers garbage becomes a :class:`~vlthinker.steps.sft_data.SampleFailure`
+  for that record only; the engine counts and bounds them.
 * ``VLMSource`` — a vision-language model answering from the image itself (self-generation).
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vlthinker.backends.base import Backend, SamplingParams
+from vlthinker.backends.base import Backend, BackendError, SamplingParams
 from vlthinker.prompts import reasoning_question, user_message
 from vlthinker.records import Record
 
@@ -76,9 +78,24 @@ class TextTeacherSource:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "sampling": repr(self.sampling), "template": TEXT_TEACHER_TEMPLATE}
 
-    def sample(self, records: list[Record], dataset_dir: Path, k: int) -> list[list[str]]:
+    def counters(self) -> dict[str, int]:
+        """The backend's request counters (requests, retries, failed, malformed), when it keeps them."""
+        return dict(getattr(self.backend, "counters", None) or {})
+
+    def sample(self, records: list[Record], dataset_dir: Path, k: int) -> list[Any]:
+        from vlthinker.steps.sft_data import SampleFailure
+
         params = _with_n(self.sampling, k)
-        return self.backend.generate([teacher_prompt(r) for r in records], None, params)
+        prompts = [teacher_prompt(r) for r in records]
+        each = getattr(self.backend, "generate_each", None)
+        if each is not None:
+            results = each(prompts, None, params)
+        else:
+            try:
+                results = self.backend.generate(prompts, None, params)
+            except BackendError as exc:  # all or nothing: the whole batch failed
+                results = [exc] * len(records)
+        return [SampleFailure.from_error(r) if isinstance(r, BackendError) else r for r in results]
 
 
 class VLMSource:

@@ -1,4 +1,9 @@
-"""Distillation step (iteration 1): a text-only teacher reads caption + question; verified traces kept."""
+"""Distillation step (iteration 1): a text-only teacher reads caption + question; verified traces kept.
+
+Teacher failures (requests that fail after their retries, malformed answers) and garbage (no chain
+with a final answer) are counted in ``stats.json`` ``failures``; more than ``distill.max_failed_share``
+of the items stops the step with a clear error instead of writing a tiny dataset.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ def distill(
             config.distill.filters,
             config.distill.batch_size,
             log,
+            max_failed_share=config.distill.max_failed_share,
+            bound_key="distill.max_failed_share",
         )
     finally:
         backend = getattr(source, "backend", None)
