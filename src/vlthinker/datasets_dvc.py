@@ -9,10 +9,12 @@ Everything runs in a throw-away, git-less DVC workspace (``Repo.init(no_scm=True
 inside a KFP component and beside any (or no) git repository:
 
 * push: the directories are hard-linked (copied across file systems) into the workspace,
-  ``repo.add`` + ``repo.push`` to the remote; objects already in the remote are not sent again.
+  ``repo.add`` + ``repo.push`` to the remote; objects already in the remote are not sent again. DVC
+  only checks that an object exists, so in a local remote the objects of the pushed datasets are
+  checked against their hash first and a corrupted one is removed, to be sent again (repaired).
 * fetch: a ``.dvc`` file ``{outs: [{md5, path, hash: md5}]}`` is written (``hash: md5`` selects the
   DVC 3 layout) and ``repo.pull`` restores the directory byte for byte; the result is verified
-  against the hash, then renamed into place (atomic).
+  against the hash, then renamed into place (atomic); a mismatch names the corrupted files.
 
 In the remote an object lives at ``files/md5/<first 2 hex>/<rest>`` (:func:`object_url`), so a hash
 names its object.
@@ -66,7 +68,11 @@ def dir_entries(path: str | Path) -> list[dict[str, str]]:
 
 def dir_md5(path: str | Path) -> str:
     """The md5 ``.dir`` hash DVC 3 gives the directory (same bytes, same hash, on any machine)."""
-    blob = json.dumps(dir_entries(path), sort_keys=True).encode("utf-8")
+    return _entries_md5(dir_entries(path))
+
+
+def _entries_md5(entries: list[dict[str, str]]) -> str:
+    blob = json.dumps(entries, sort_keys=True).encode("utf-8")
     return hashlib.md5(blob).hexdigest() + ".dir"
 
 
@@ -126,11 +132,53 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
+def drop_corrupt_objects(entries: list[dict[str, str]], md5: str, remote: str | Path) -> list[Path]:
+    """In a local remote, remove the objects of one dataset whose bytes no longer match their hash.
+
+    DVC skips an object that exists (and every file of a directory whose ``.dir`` object exists), so
+    a corrupted one would never be repaired by a push; removed (with the ``.dir`` object when a file
+    is corrupted or missing), it is sent again. Returns the removed object paths (remote URLs are not
+    checked: no-op).
+    """
+    url = normalize_remote(remote)
+    if "://" in url:
+        return []
+    listing = Path(object_url(url, md5))
+    removed = []
+    if listing.is_file() and file_md5(listing) != md5.removesuffix(".dir"):
+        listing.unlink()
+        removed.append(listing)
+    damaged = False
+    for entry in entries:
+        digest = entry["md5"]
+        path = Path(url) / "files" / "md5" / digest[:2] / digest[2:]
+        if not path.is_file():
+            damaged = True
+        elif file_md5(path) != digest:
+            path.unlink()
+            removed.append(path)
+            damaged = True
+    if damaged and listing.is_file():
+        # DVC takes a present .dir object to mean all its files are there: without it, it checks each
+        listing.unlink()
+        removed.append(listing)
+    if removed:
+        logging.getLogger(__name__).warning(
+            "DVC remote %s: %d corrupted object(s) of dataset %s removed, sending them again: %s",
+            url,
+            len(removed),
+            md5,
+            ", ".join(str(p) for p in removed[:5]),
+        )
+    return removed
+
+
 def push_datasets(dataset_dirs: Sequence[str | Path], remote: str | Path) -> list[str]:
     """Push dataset directories to the DVC remote; return their md5 ``.dir`` hashes, in order.
 
-    Idempotent: objects the remote already holds are skipped. Raises :class:`DatasetStoreError` when
-    DVC fails or when its hash disagrees with :func:`dir_md5`.
+    Idempotent: objects the remote already holds are skipped (in a local remote, after checking their
+    hash: a corrupted object is sent again). Raises :class:`DatasetStoreError` naming the datasets
+    and the remote when DVC fails, or when its hash disagrees with :func:`dir_md5`.
     """
     dirs = [Path(d) for d in dataset_dirs]
     for directory in dirs:
@@ -138,8 +186,11 @@ def push_datasets(dataset_dirs: Sequence[str | Path], remote: str | Path) -> lis
             raise DatasetStoreError(f"{directory}: not a dataset directory")
     if not dirs:
         return []
-    expected = [dir_md5(d) for d in dirs]
+    listings = [dir_entries(d) for d in dirs]
+    expected = [_entries_md5(entries) for entries in listings]
     try:
+        for entries, md5 in zip(listings, expected, strict=True):
+            drop_corrupt_objects(entries, md5, remote)
         with _workspace(remote) as repo:
             root = Path(repo.root_dir)
             targets = []
@@ -153,7 +204,10 @@ def push_datasets(dataset_dirs: Sequence[str | Path], remote: str | Path) -> lis
     except DatasetStoreError:
         raise
     except Exception as exc:  # dvc raises many types; the user needs one message
-        raise DatasetStoreError(f"pushing {len(dirs)} dataset(s) to {remote}: {exc}") from exc
+        names = ", ".join(str(d) for d in dirs)
+        raise DatasetStoreError(
+            f"pushing {len(dirs)} dataset(s) ({names}) to the DVC remote {remote} failed: {exc}"
+        ) from exc
     for directory, want, have in zip(dirs, expected, got, strict=True):
         if want != have:
             raise DatasetStoreError(f"{directory}: DVC hashed it {have}, vlthinker {want}")
@@ -197,7 +251,7 @@ def fetch_dataset(md5: str, output_dir: str | Path, remote: str | Path) -> Path:
             restored = root / "data"
             got = dir_md5(restored)
             if got != value:
-                raise DatasetStoreError(f"dataset {value}: restored directory hashes to {got}")
+                raise DatasetStoreError(_corruption_message(value, got, restored, remote))
             staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
             staging.rmdir()
             shutil.move(str(restored), staging)
@@ -209,3 +263,19 @@ def fetch_dataset(md5: str, output_dir: str | Path, remote: str | Path) -> Path:
             f"(object {object_url(remote, value)})?"
         ) from exc
     return swap_into_place(staging, output)
+
+
+def _corruption_message(md5: str, got: str, restored: Path, remote: str | Path) -> str:
+    """Which restored files do not match the dataset's listing (the remote's ``.dir`` object)."""
+    bad: list[str] = []
+    listing = Path(object_url(remote, md5))
+    if listing.is_file():
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            want = {e["relpath"]: e["md5"] for e in json.loads(listing.read_text())}
+            have = {e["relpath"]: e["md5"] for e in dir_entries(restored)}
+            bad = sorted(rel for rel in want.keys() | have.keys() if want.get(rel) != have.get(rel))
+    where = f"; corrupted or missing: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}" if bad else ""
+    return (
+        f"dataset {md5}: the copy restored from the DVC remote {remote} hashes to {got}: the remote "
+        f"holds corrupted objects{where}. Push the dataset again from a good copy to repair them."
+    )
