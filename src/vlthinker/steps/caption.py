@@ -1,7 +1,9 @@
 """Captioning step: records without an exact caption get one from a VLM; exact captions are kept.
 
 Resumable: captions are journaled per batch, and captions already present in a previous output for
-the same record (same id and image hash) are reused, so a re-run only captions what is missing.
+the same record (same id and image hash) are reused, so a re-run only captions what is missing. A
+previous output that no longer reads as a dataset (a corrupted line) is not trusted: it is reported
+and everything it held is captioned again.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vlthinker.backends.base import Backend, SamplingParams
+from vlthinker.errors import DatasetError
 from vlthinker.prompts import user_message
 from vlthinker.records import RECORDS_FILE, DatasetWriter, Record, iter_records, read_records
 from vlthinker.steps.chain_sources import load_image
@@ -22,15 +25,19 @@ Log = Callable[[str], None]
 EXACT = "exact"
 
 
-def _previous_captions(output_dir: Path) -> dict[tuple[str, str], tuple[str, str]]:
-    """(id, image_sha256) -> (caption, caption_source) from an earlier complete output."""
+def _previous_captions(output_dir: Path, log: Log = print) -> dict[tuple[str, str], tuple[str, str]]:
+    """(id, image_sha256) -> (caption, caption_source) from an earlier complete output (none if corrupted)."""
     if not (output_dir / RECORDS_FILE).is_file():
         return {}
     found = {}
-    for record in iter_records(output_dir):
-        source = str(getattr(record, "caption_source", "") or "")
-        if record.caption and source and source != EXACT:
-            found[(record.id, record.image_sha256)] = (record.caption, source)
+    try:
+        for record in iter_records(output_dir):
+            source = str(getattr(record, "caption_source", "") or "")
+            if record.caption and source and source != EXACT:
+                found[(record.id, record.image_sha256)] = (record.caption, source)
+    except DatasetError as exc:
+        log(f"caption: previous output {output_dir} is corrupted, not reused ({exc})")
+        return {}
     return found
 
 
@@ -47,7 +54,7 @@ def caption_dataset(
     """Write ``output_dir`` with a caption on every record; return stats (also in ``stats.json``)."""
     input_path, output_path = Path(input_dir), Path(output_dir)
     records = read_records(input_path)
-    previous = _previous_captions(output_path)
+    previous = _previous_captions(output_path, log)
     fingerprint = hashlib.sha256(
         json.dumps({"captioner": captioner_name, "prompt": prompt, "sampling": repr(sampling)}).encode()
     ).hexdigest()
