@@ -32,7 +32,7 @@ Guarantees: at most one process holds an epoch (atomic create). Two holders can 
 holder stalls between its fence check and its write for longer than ``safety_s`` plus the clock skew
 between the hosts (leases are compared by each host's clock) — keep ``lease_s`` well above the
 critical section (a few MLflow calls) and clocks in sync (NTP). A crashed holder blocks others for at
-most ``lease_s``. The epoch objects are kept (never reused, so a stale create can never succeed on a
+most ``lease_s`` (a holder that died on this host: not at all). The epoch objects are kept (never reused, so a stale create can never succeed on a
 recycled name): they are also the audit log of every gate and rollback (owner, host, time, intent).
 """
 
@@ -77,6 +77,67 @@ def lock_name(model: str, epoch: int) -> str:
 
 def done_name(model: str, epoch: int) -> str:
     return lock_name(model, epoch) + ".done"
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def _start_time(pid: int) -> str:
+    """The start time of process ``pid`` in clock ticks since boot (``/proc/<pid>/stat``), or ''."""
+    stat = _read(f"/proc/{pid}/stat")
+    if not stat or ")" not in stat:
+        return ""
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[19] if len(fields) > 19 else ""  # field 22 of stat; fields[0] is field 3
+
+
+def process_identity(pid: int | None = None) -> str:
+    """``<pid namespace>/<start time>`` of a process ('' where ``/proc`` cannot tell): tells a pid
+    apart from a later process that reuses it."""
+    namespace = _pid_namespace()
+    start = _start_time(os.getpid() if pid is None else pid)
+    return f"{namespace}/{start}" if namespace and start else ""
+
+
+def holder_is_dead(tags: dict[str, str], host: str | None = None) -> bool:
+    """True only when the epoch's holder provably ran here and its process is gone.
+
+    "Here" is the same host name and pid namespace; "gone" is no process with that pid, or one with
+    another start time (the pid was reused). Anything uncertain (another host, no identity recorded,
+    no ``/proc``) answers False: the lease decides.
+    """
+    recorded = tags.get("vlt.lock.process", "")
+    if tags.get("vlt.lock.host") != (host or socket.gethostname()) or "/" not in recorded:
+        return False
+    namespace = recorded.rsplit("/", 1)[0]
+    if not namespace or namespace != _pid_namespace():
+        return False
+    try:
+        pid = int(tags.get("vlt.lock.pid", ""))
+    except ValueError:
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, owned by someone else
+    current = process_identity(pid)
+    return bool(current) and current != recorded
 
 
 def parse_lock_names(model: str, names: list[str]) -> tuple[set[int], set[int]]:
@@ -177,6 +238,12 @@ class GateLock:
                     return self._finish_acquire(top, held, done)
                 if tags is not None and self.clock() < float(tags.get("vlt.lock.expires", "0")):
                     blocker = tags
+                if blocker is not None and holder_is_dead(blocker):
+                    self.registry.log(
+                        f"registry: the holder of {lock_name(self.model, top)} "
+                        f"({blocker.get('vlt.lock.owner')}) is dead; taking the gate lock over now"
+                    )
+                    blocker = None
             if blocker is None:
                 target = top + 1
                 now = self.clock()
@@ -188,6 +255,9 @@ class GateLock:
                     "vlt.lock.expires": f"{now + self.lease_s:.3f}",
                     "vlt.lock.purpose": json.dumps(purpose or {}, sort_keys=True),
                 }
+                identity = process_identity()
+                if identity:
+                    tags["vlt.lock.process"] = identity
                 if self._create(
                     lock_name(self.model, target), tags, f"gate lock of {self.model}, epoch {target}"
                 ):
