@@ -1,8 +1,17 @@
 """Registry tasks: record the base's scores; register each candidate with lineage and gate it.
 
-Re-running a pipeline (after a crash, or with the cache off) never registers a candidate twice: a
-version is looked up by (pipeline run label, iteration, stage) first, and a version that already has
-a gate decision is not gated again.
+Re-running a pipeline (after a crash, a SIGKILL, or with the cache off) never registers a candidate
+twice and never loses a decision:
+
+* a version is looked up by (pipeline run label, iteration, stage) first; one version is created by
+  one call with all its lineage tags, so it exists whole or not at all, and a run killed before that
+  call (an evaluation run or a logged model left behind) registers afresh;
+* a gate killed while it held the lock left an unfinished lock epoch: it is settled first (its
+  journaled decision rolled forward; a dead holder on this host is taken over at once, see
+  :mod:`vlthinker.registry.lock`), then a version that has a decision is not gated again.
+
+Test-only pause points (``VLTHINKER_FAULT_PAUSE``, inert by default) are documented in
+:mod:`vlthinker.tasks.pause`.
 """
 
 from __future__ import annotations
@@ -71,11 +80,14 @@ def gate(
 ) -> dict[str, Any]:
     """Register the iteration's RL model (once) with lineage, then gate it; return the decision."""
     from vlthinker.registry.client import open_registry
+    from vlthinker.registry.gate import GateSettings, gate_version, make_lock, recover
     from vlthinker.registry.register import Provenance, detect_git_commit, register_candidate
-    from vlthinker.steps.gate import gate_step
+    from vlthinker.tasks.pause import pause_after_registry_calls, pause_point
 
     stores = _stores(state_dir, tracking_uri, dvc_remote)
     registry = open_registry(config, stores, print)
+    pause_after_registry_calls(registry)
+    settings = GateSettings.from_config(config.registry)
     version = find_version(registry, run_label, iteration, "rl")
     if version is None:
         parent = find_version(registry, run_label, iteration - 1, "rl") if iteration > 1 else None
@@ -95,10 +107,16 @@ def gate(
         version = register_candidate(
             registry, model_dir, eval_dir, provenance, lineage_inputs(datasets), stores.dvc_remote
         )
+    pause_point("gate:registered")
+    if make_lock(registry, settings).pending() is not None:
+        # a gate that died holding the lock: finish its journaled decision before reading decisions
+        print(f"gate: settling the unfinished gate-lock epoch of {registry.model_name}")
+        recover(registry, settings)
     existing = registry.get_version(version)
     tags = dict(existing.tags or {}) if existing is not None else {}
     if tags.get("vlt.decision"):
         print(f"gate: {registry.model_name}/{version} was already gated: {tags['vlt.decision']}")
         return {"version": version, "decision": tags["vlt.decision"], "report": tags.get("vlt.gate", "")}
-    result = gate_step(config, stores, version)
+    result = gate_version(registry, version, settings, on_phase=lambda phase: pause_point(f"gate:{phase}"))
+    print(result.report())
     return {"version": version, "decision": result.decision, "report": result.report()}
