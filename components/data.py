@@ -10,11 +10,13 @@ from components.images import CPU_IMAGE, GPU_IMAGE
 def make_sources(config_yaml: str, dvc_remote: str, train: Output[Dataset], heldout: Output[Dataset]):
     """Generate the synthetic train and held-out sets; push both to the DVC remote."""
     from vlthinker.tasks.data import make_sources, parse_config, publish
+    from vlthinker.tasks.timing import timed
 
-    config = parse_config(config_yaml)
-    summary = make_sources(config, train.path, heldout.path)
-    train.metadata.update(publish(train.path, dvc_remote, summary["train"]))
-    heldout.metadata.update(publish(heldout.path, dvc_remote, summary["heldout"]))
+    with timed("sources"):
+        config = parse_config(config_yaml)
+        summary = make_sources(config, train.path, heldout.path)
+        train.metadata.update(publish(train.path, dvc_remote, summary["train"]))
+        heldout.metadata.update(publish(heldout.path, dvc_remote, summary["heldout"]))
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -27,18 +29,22 @@ def caption(
 ):
     """Caption records without an exact caption (exact captions are kept)."""
     from vlthinker.tasks.data import caption, parse_config, publish
+    from vlthinker.tasks.timing import timed
 
-    summary = caption(parse_config(config_yaml), source.path, base_model.path, captioned.path)
-    captioned.metadata.update(publish(captioned.path, dvc_remote, summary))
+    with timed("caption"):
+        summary = caption(parse_config(config_yaml), source.path, base_model.path, captioned.path)
+        captioned.metadata.update(publish(captioned.path, dvc_remote, summary))
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def distill(config_yaml: str, dvc_remote: str, captioned: Input[Dataset], sft_data: Output[Dataset]):
     """Iteration 1: a text-only teacher writes reasoning; the shortest verified trace per item is kept."""
     from vlthinker.tasks.data import distill, parse_config, publish
+    from vlthinker.tasks.timing import timed
 
-    stats = distill(parse_config(config_yaml), captioned.path, sft_data.path)
-    sft_data.metadata.update(publish(sft_data.path, dvc_remote, stats))
+    with timed("distill"):
+        stats = distill(parse_config(config_yaml), captioned.path, sft_data.path)
+        sft_data.metadata.update(publish(sft_data.path, dvc_remote, stats))
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -51,9 +57,11 @@ def self_generate(
 ):
     """Iterations >= 2: the previous RL model answers from the image; verified traces are kept."""
     from vlthinker.tasks.data import parse_config, publish, self_generate
+    from vlthinker.tasks.timing import timed
 
-    stats = self_generate(parse_config(config_yaml), model.path, captioned.path, sft_data.path)
-    sft_data.metadata.update(publish(sft_data.path, dvc_remote, stats))
+    with timed("self-generate"):
+        stats = self_generate(parse_config(config_yaml), model.path, captioned.path, sft_data.path)
+        sft_data.metadata.update(publish(sft_data.path, dvc_remote, stats))
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -65,5 +73,7 @@ def validate(
     A critical failure raises, which stops the run; the HTML report is an artifact either way.
     """
     from vlthinker.tasks.data import parse_config, validate
+    from vlthinker.tasks.timing import timed
 
-    validate(parse_config(config_yaml), dataset.path, kind, [heldout.path], report_html=report.path)
+    with timed("validate"):
+        validate(parse_config(config_yaml), dataset.path, kind, [heldout.path], report_html=report.path)

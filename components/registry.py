@@ -18,8 +18,12 @@ def record_base(
     """Store the base model's held-out scores so the first candidate is compared with the base."""
     from vlthinker.tasks.data import parse_config
     from vlthinker.tasks.registry import record_base
+    from vlthinker.tasks.timing import timed
 
-    record_base(parse_config(config_yaml), state_dir, tracking_uri, dvc_remote, model.path, evaluation.path)
+    with timed("record-base"):
+        record_base(
+            parse_config(config_yaml), state_dir, tracking_uri, dvc_remote, model.path, evaluation.path
+        )
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -41,22 +45,24 @@ def gate(
     """Register the candidate with lineage (once), compare it with the champion on the same items, decide."""
     from vlthinker.tasks.data import parse_config
     from vlthinker.tasks.registry import gate
+    from vlthinker.tasks.timing import timed
 
-    datasets = {
-        role: {**artifact.metadata, "path": artifact.path}
-        for role, artifact in (("train", source), ("sft_data", sft_data), ("rl_data", rl_data))
-    }
-    result = gate(
-        parse_config(config_yaml),
-        state_dir,
-        tracking_uri,
-        dvc_remote,
-        run_label,
-        iteration,
-        model.path,
-        evaluation.path,
-        datasets,
-    )
-    report.metadata.update({"version": result["version"], "decision": result["decision"]})
-    with open(report.path, "w", encoding="utf-8") as handle:
-        handle.write("```\n" + result["report"] + "\n```\n")
+    with timed("gate"):
+        datasets = {
+            role: {**artifact.metadata, "path": artifact.path}
+            for role, artifact in (("train", source), ("sft_data", sft_data), ("rl_data", rl_data))
+        }
+        result = gate(
+            parse_config(config_yaml),
+            state_dir,
+            tracking_uri,
+            dvc_remote,
+            run_label,
+            iteration,
+            model.path,
+            evaluation.path,
+            datasets,
+        )
+        report.metadata.update({"version": result["version"], "decision": result["decision"]})
+        with open(report.path, "w", encoding="utf-8") as handle:
+            handle.write("```\n" + result["report"] + "\n```\n")

@@ -2,7 +2,8 @@
 
 The same graph the cluster runs; each component executes as a subprocess in the current Python
 environment. The pipeline root and the caches live in the state directory, so a re-run with nothing
-changed is served from the cache.
+changed is served from the cache. Each run writes its full log (``STATE_DIR/logs/run-<time>.log``)
+and, once it ends, the per-step timings beside it (``run-<time>.timings.json``, :mod:`pipelines.timings`).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def run_local(config: Config, stores: Stores, log: Log = print) -> float:
 
     from pipelines.cluster import config_yaml
     from pipelines.graph import build_pipeline
+    from pipelines.timings import write_timings
 
     stores.pipeline_root.mkdir(parents=True, exist_ok=True)
     # steps run as subprocesses: keep library deprecation chatter out of the run's output
@@ -117,4 +119,12 @@ def run_local(config: Config, stores: Stores, log: Log = print) -> float:
                     f"{message}\nThe step's own error is printed above; the full log is {log_file}. "
                     "Fix the cause and run again: the steps that finished come from the cache."
                 ) from None
-    return time.monotonic() - started
+            finally:
+                seconds = time.monotonic() - started
+                stream.flush()
+                timings = write_timings(log_file, seconds)
+    log(
+        f"pipeline: {timings['steps_run']} step(s) ran ({timings['steps_seconds']:.0f}s of their own compute), "
+        f"the rest came from the cache; wall time {seconds:.0f}s"
+    )
+    return seconds
