@@ -1,4 +1,5 @@
-"""Test support for the registry tests: a migrated MLflow SQLite template, fake evaluations, a real server.
+"""Test support for the registry tests: a migrated MLflow SQLite template, fake evaluations, a real server
+and a TCP proxy that makes it slow, stalled or lossy (fault injection).
 
 A fresh MLflow SQLite database costs ~5 s of migrations (DESIGN §5): the template is migrated once per
 pytest run (shared by xdist workers through a file lock) and copied into each test's state directory.
@@ -13,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -170,3 +172,75 @@ class MlflowServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=15)
         self.proc = None
+
+
+class SlowProxy:
+    """A TCP proxy on 127.0.0.1 in front of a server: a slow, stalled or flaky MLflow on demand.
+
+    * ``delay_s``: every response chunk is held that long (a slow server; longer than the client's
+      timeout: a stalled one); :meth:`close` or setting it to 0 releases held responses.
+    * ``drop_response_to``: bytes of a request path; the next ``drops`` such requests reach the
+      server but their responses are lost (the connection is closed instead): "did it happen?".
+    * ``requests``: how many HTTP requests went through.
+    """
+
+    def __init__(self, target_port: int, delay_s: float = 0.0):
+        self.target_port = target_port
+        self.delay_s = delay_s
+        self.drop_response_to: bytes | None = None
+        self.drops = 0
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self.port = self._listener.getsockname()[1]
+        self.uri = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=30)
+        except OSError:
+            client.close()
+            return
+        drop = threading.Event()
+        threading.Thread(target=self._requests, args=(client, upstream, drop), daemon=True).start()
+        try:
+            while chunk := upstream.recv(65536):
+                deadline = time.monotonic() + self.delay_s
+                while time.monotonic() < deadline and self.delay_s > 0 and not self._closed.is_set():
+                    self._closed.wait(0.05)
+                if drop.is_set():
+                    break
+                client.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            client.close()
+            upstream.close()
+
+    def _requests(self, client: socket.socket, upstream: socket.socket, drop: threading.Event) -> None:
+        try:
+            while chunk := client.recv(65536):
+                with self._lock:
+                    self.requests += chunk.count(b" HTTP/1.1\r\n")
+                    if self.drop_response_to and self.drops > 0 and self.drop_response_to in chunk:
+                        self.drops -= 1
+                        drop.set()
+                upstream.sendall(chunk)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._closed.set()
+        self._listener.close()
