@@ -126,12 +126,15 @@ def test_pause_hook_is_inert_by_default(monkeypatch, capsys):
 
 
 def test_pause_hook_announces_the_armed_point(monkeypatch, capsys):
-    monkeypatch.setenv(pause.ENV, "gate:journaled, registry:upload model")
+    monkeypatch.setenv(pause.ENV, "gate:journaled, registry:upload model, gate:locked@2")
     monkeypatch.setenv(pause.SECONDS_ENV, "0")
-    pause.pause_point("gate:locked")
+    pause.pause_point("gate:decided", 1)
+    pause.pause_point("gate:locked", 1)
     assert capsys.readouterr().out == ""
-    pause.pause_point("gate:journaled")
-    assert f"{pause.MARK} gate:journaled (pid {os.getpid()})" in capsys.readouterr().out
+    pause.pause_point("gate:locked", 2)
+    assert f"{pause.MARK} gate:locked@2 (pid {os.getpid()})" in capsys.readouterr().out
+    pause.pause_point("gate:journaled", 3)
+    assert f"{pause.MARK} gate:journaled@3 (pid {os.getpid()})" in capsys.readouterr().out
 
     class Fake:
         def call(self, what, fn, *args, **kwargs):

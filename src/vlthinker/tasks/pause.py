@@ -3,12 +3,14 @@
 ``VLTHINKER_FAULT_PAUSE`` names the points to pause at (comma-separated); unset or empty, nothing
 happens. When a task reaches a named point it prints one line::
 
-    vlthinker-fault-pause: reached gate:locked (pid 12345)
+    vlthinker-fault-pause: reached gate:locked@1 (pid 12345)
 
 flushes it, and sleeps for ``VLTHINKER_FAULT_PAUSE_S`` seconds (default 300), then carries on as if
 nothing happened. The kill test waits for that line in the run's output and kills the process group.
 
-Points (see :mod:`vlthinker.tasks.registry`):
+A point may carry the pipeline iteration it applies to: ``gate:journaled@2`` pauses only the gate of
+iteration 2, ``gate:journaled`` the gate of every iteration (kfp.local does not promise an order of
+independent tasks, so a kill test names the iteration). Points (see :mod:`vlthinker.tasks.registry`):
 
 * ``gate:<phase>`` — a phase of :func:`vlthinker.registry.gate.gate_version`: ``locked`` (lock
   held, nothing decided), ``decided``, ``journaled`` (decision journaled, not applied), ``applied``,
@@ -35,25 +37,27 @@ def armed_points() -> frozenset[str]:
     return frozenset(p.strip() for p in raw.split(",") if p.strip())
 
 
-def pause_point(name: str) -> None:
-    """Pause here if ``name`` is armed (see the module docstring); otherwise return at once."""
-    if name not in armed_points():
+def pause_point(name: str, iteration: int | None = None) -> None:
+    """Pause here if ``name`` (or ``name@iteration``) is armed; otherwise return at once."""
+    armed = armed_points()
+    if not armed:
         return
-    print(f"{MARK} {name} (pid {os.getpid()})", flush=True)
+    scoped = f"{name}@{iteration}" if iteration is not None else name
+    if name not in armed and scoped not in armed:
+        return
+    print(f"{MARK} {scoped} (pid {os.getpid()})", flush=True)
     time.sleep(float(os.environ.get(SECONDS_ENV, "300")))
 
 
-def pause_after_registry_calls(registry: Any) -> None:
+def pause_after_registry_calls(registry: Any, iteration: int | None = None) -> None:
     """Arm ``registry:<label>`` points on this registry object's calls (no-op when none is armed)."""
-    labels = {p.split(":", 1)[1] for p in armed_points() if p.startswith("registry:")}
-    if not labels:
+    if not any(p.startswith("registry:") for p in armed_points()):
         return
     original = registry.call
 
     def call(what: str, fn, *args, **kwargs):
         result = original(what, fn, *args, **kwargs)
-        if what in labels:
-            pause_point(f"registry:{what}")
+        pause_point(f"registry:{what}", iteration)
         return result
 
     registry.call = call

@@ -86,7 +86,7 @@ def gate(
 
     stores = _stores(state_dir, tracking_uri, dvc_remote)
     registry = open_registry(config, stores, print)
-    pause_after_registry_calls(registry)
+    pause_after_registry_calls(registry, iteration)
     settings = GateSettings.from_config(config.registry)
     version = find_version(registry, run_label, iteration, "rl")
     if version is None:
@@ -107,7 +107,7 @@ def gate(
         version = register_candidate(
             registry, model_dir, eval_dir, provenance, lineage_inputs(datasets), stores.dvc_remote
         )
-    pause_point("gate:registered")
+    pause_point("gate:registered", iteration)
     if make_lock(registry, settings).pending() is not None:
         # a gate that died holding the lock: finish its journaled decision before reading decisions
         print(f"gate: settling the unfinished gate-lock epoch of {registry.model_name}")
@@ -117,6 +117,8 @@ def gate(
     if tags.get("vlt.decision"):
         print(f"gate: {registry.model_name}/{version} was already gated: {tags['vlt.decision']}")
         return {"version": version, "decision": tags["vlt.decision"], "report": tags.get("vlt.gate", "")}
-    result = gate_version(registry, version, settings, on_phase=lambda phase: pause_point(f"gate:{phase}"))
+    result = gate_version(
+        registry, version, settings, on_phase=lambda phase: pause_point(f"gate:{phase}", iteration)
+    )
     print(result.report())
     return {"version": version, "decision": result.decision, "report": result.report()}
