@@ -11,13 +11,21 @@ def swap_into_place(staging: str | Path, target: str | Path) -> Path:
     """Rename the complete ``staging`` directory to ``target``, replacing any old ``target``.
 
     ``staging`` must be on the same file system (a sibling). A reader sees the old directory or the
-    new one, never a half-written one; the old one is removed after the swap.
+    new one, never a half-written one; the old one is removed after the swap. If the new one cannot be
+    renamed into place, the old one is put back under ``target`` (``staging`` is left as it was) and
+    the error is raised.
     """
     staging, target = Path(staging), Path(target)
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        if old.exists():  # left by a process with our pid that died mid-swap
+            shutil.rmtree(old)
         os.replace(target, old)
-        os.replace(staging, target)
+        try:
+            os.replace(staging, target)
+        except BaseException:
+            os.replace(old, target)  # the old directory back under its name
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(staging, target)
