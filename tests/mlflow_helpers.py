@@ -7,6 +7,7 @@ pytest run (shared by xdist workers through a file lock) and copied into each te
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -226,8 +227,12 @@ class SlowProxy:
         except OSError:
             pass
         finally:
-            client.close()
-            upstream.close()
+            # shutdown first: close() alone sends nothing while the other thread is blocked in recv(),
+            # and the client would see a read timeout instead of the lost (dropped) answer
+            for sock in (client, upstream):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
 
     def _requests(self, client: socket.socket, upstream: socket.socket, drop: threading.Event) -> None:
         try:

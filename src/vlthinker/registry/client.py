@@ -14,8 +14,11 @@ model. Every MLflow call goes through :meth:`Registry.call`:
 MLflow's own HTTP retries (7 by default, with long backoffs) are turned down to 0 through its
 environment variables unless they are already set, so that this module alone decides how long an
 outage is waited out. Calls that create something are made idempotent by their callers (a version
-carries a unique ``vlt.candidate_id`` tag and is looked up before it is created again; a lock epoch
-is created with its owner's id).
+carries a unique ``vlt.candidate_id`` tag and is looked up before it is created again; a run carries a
+unique ``vlt.run_token`` tag, :func:`create_run_once`; a lock epoch is created with its owner's id).
+
+The same policy serves MLflow users without a registered model (the training steps' runs,
+:class:`vlthinker.training.common.MLflowRun`) through :func:`call_with_retries` and :func:`retry_policy`.
 """
 
 from __future__ import annotations
@@ -126,6 +129,78 @@ def is_already_exists(exc: BaseException) -> bool:
     return error_code(exc) == "RESOURCE_ALREADY_EXISTS"
 
 
+def retry_policy(config: Any) -> RetryPolicy:
+    """The retry policy of ``config.registry`` (every MLflow call of the project follows it)."""
+    rc = config.registry
+    return RetryPolicy(
+        attempts=rc.retries,
+        backoff_s=rc.backoff_s,
+        backoff_max_s=rc.backoff_max_s,
+        request_timeout_s=rc.request_timeout_s,
+    )
+
+
+def call_with_retries(
+    where: str,
+    what: str,
+    fn: Callable[[], T],
+    policy: RetryPolicy,
+    log: Log,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+    label: str = "registry",
+) -> T:
+    """``fn()`` retried on transient failures per ``policy``; ``where`` (the tracking URI) and ``what``
+    name the store and the operation in the :class:`RegistryUnavailableError` raised after the last try."""
+    rng = rng or random.Random()
+    attempts = max(1, policy.attempts)
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as exc:
+            if is_auth_failure(exc):
+                raise RegistryAuthError(
+                    f"MLflow at {where} refused {what} (HTTP {http_status(exc) or error_code(exc)}): "
+                    "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user with access"
+                ) from exc
+            if not is_transient(exc):
+                raise
+            if attempt == attempts:
+                raise RegistryUnavailableError(
+                    f"MLflow at {where} is unreachable: {what} failed {attempts} time(s); "
+                    f"last error: {_first_line(exc)}"
+                ) from exc
+            delay = policy.delay(attempt, rng)
+            log(
+                f"{label}: {what} failed ({_first_line(exc)}); retry {attempt}/{attempts - 1} in {delay:.1f}s"
+            )
+            sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+RUN_TOKEN_TAG = "vlt.run_token"
+
+
+def create_run_once(
+    client: Any,
+    experiment_id: str,
+    token: str,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> Any:
+    """The run of ``experiment_id`` tagged ``vlt.run_token = token``, created if there is none yet.
+
+    Retried with the same ``token`` (one per logical run, e.g. a uuid drawn once by the caller), a
+    creation whose answer was lost is found instead of leaving a second, forever-RUNNING run.
+    """
+    existing = client.search_runs(
+        [experiment_id], f"tags.`{RUN_TOKEN_TAG}` = '{_quote(token)}'", max_results=1
+    )
+    if existing:
+        return existing[0]
+    return client.create_run(experiment_id, run_name=run_name, tags={**(tags or {}), RUN_TOKEN_TAG: token})
+
+
 def _configure_mlflow_http(policy: RetryPolicy) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(policy.request_timeout_s)))
@@ -191,29 +266,9 @@ class Registry:
 
     def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` with retries on transient failures; ``what`` names it in errors."""
-        attempts = max(1, self.retry.attempts)
-        for attempt in range(1, attempts + 1):
-            try:
-                return fn(*args, **kwargs)
-            except Exception as exc:
-                if is_auth_failure(exc):
-                    raise RegistryAuthError(
-                        f"MLflow at {self.where} refused {what} (HTTP {http_status(exc) or error_code(exc)}): "
-                        "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user with access"
-                    ) from exc
-                if not is_transient(exc):
-                    raise
-                if attempt == attempts:
-                    raise RegistryUnavailableError(
-                        f"MLflow at {self.where} is unreachable: {what} failed {attempts} time(s); "
-                        f"last error: {_first_line(exc)}"
-                    ) from exc
-                delay = self.retry.delay(attempt, self._rng)
-                self.log(
-                    f"registry: {what} failed ({_first_line(exc)}); retry {attempt}/{attempts - 1} in {delay:.1f}s"
-                )
-                self.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return call_with_retries(
+            self.where, what, lambda: fn(*args, **kwargs), self.retry, self.log, self.sleep, self._rng
+        )
 
     def with_model(self, model_name: str) -> Registry:
         """The same store and policy, bound to another registered model."""
@@ -399,11 +454,4 @@ def _quote(value: str) -> str:
 
 def open_registry(config: Any, stores: Stores, log: Log | None = None) -> Registry:
     """The project's registered model in ``stores``, with the retry policy of ``config.registry``."""
-    rc = config.registry
-    policy = RetryPolicy(
-        attempts=rc.retries,
-        backoff_s=rc.backoff_s,
-        backoff_max_s=rc.backoff_max_s,
-        request_timeout_s=rc.request_timeout_s,
-    )
-    return Registry(stores, config.registered_model_name, policy, log)
+    return Registry(stores, config.registered_model_name, retry_policy(config), log)

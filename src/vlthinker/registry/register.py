@@ -6,7 +6,9 @@ Order of a registration (each step retried by :class:`~vlthinker.registry.client
    there) — before anything reaches the registry, so a registered hash can always be fetched;
 2. an MLflow run in the experiment named like the model holds the evaluation: flat metrics, the
    evaluation directory under ``evaluation/`` (predictions.jsonl, metrics.json, summaries, plot) and
-   the predictions table (``evaluation/predictions_table.json``, shown by the MLflow UI);
+   the predictions table (``evaluation/predictions_table.json``, shown by the MLflow UI); the run is
+   created with a unique ``vlt.run_token`` tag looked up before every (re)try, so a lost answer to
+   its creation does not leave a second run behind;
 3. the checkpoint becomes a LoggedModel (``create_logged_model`` -> ``log_model_artifacts`` ->
    ``finalize_logged_model``; DESIGN §5: ``register_model`` on a plain run directory fails);
 4. one ``create_model_version(source="models:/<model_id>", tags=...)`` call creates the version with
@@ -39,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlthinker.registry.client import BASE_TAG, Registry, RegistryError, _quote
+from vlthinker.registry.client import BASE_TAG, Registry, RegistryError, _quote, create_run_once
 
 EVAL_ARTIFACTS = "evaluation"
 TABLE_COLUMNS = (
@@ -186,8 +188,14 @@ def log_evaluation_run(
     metrics = read_metrics(eval_dir)
     rows = read_predictions(eval_dir)
     client = registry.client
-    run = registry.call(
-        "create evaluation run", client.create_run, registry.experiment_id(), run_name=run_name, tags=tags
+    run = registry.call(  # one token for every attempt: a creation whose answer was lost is found
+        f"create evaluation run {run_name}",
+        create_run_once,
+        client,
+        registry.experiment_id(),
+        uuid.uuid4().hex,
+        run_name=run_name,
+        tags=tags,
     )
     run_id = run.info.run_id
     try:

@@ -11,6 +11,19 @@
 * MLflow: one run per step execution under the tracking URI passed in (never read from the
   environment); a resumed step continues the same run. Throughput (samples/s, tokens/s) is derived
   from the trainer's own counters between two log events.
+* MLflow outages: every call of :class:`MLflowRun` follows the registry's retry policy
+  (``config.registry.retries``/``backoff_s``/``backoff_max_s``/``request_timeout_s``, through
+  :func:`vlthinker.registry.client.call_with_retries`; MLflow's own HTTP retries are turned down to 0
+  as there), then raises :class:`~vlthinker.registry.client.RegistryUnavailableError` naming the
+  tracking URI and the call. Deliberately, a step does not train without its MLflow record:
+
+  - opening the run (experiment, run, params, tags) happens before the model is loaded, so an
+    unreachable MLflow stops the step before any training;
+  - a metric-logging failure in the middle of training is retried the same way and then stops the
+    step (metrics are not dropped silently); checkpoints and the recorded run id stay in the work
+    dir, so the re-run resumes from the last checkpoint into the same MLflow run;
+  - when training fails, the run is marked FAILED with one best-effort attempt (:meth:`MLflowRun.abandon`)
+    that never replaces the original error.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ import math
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -350,38 +364,91 @@ def numeric_metrics(logs: dict[str, Any]) -> dict[str, float]:
 
 
 class MLflowRun:
-    """One MLflow run for one step execution; resumes the run recorded in the work dir."""
+    """One MLflow run for one step execution; resumes the run recorded in the work dir.
 
-    def __init__(self, tracking_uri: str, experiment: str, run_name: str, run_file: Path):
+    Every call is retried per ``retry`` (default :class:`~vlthinker.registry.client.RetryPolicy`);
+    after the last attempt a ``RegistryUnavailableError`` names the tracking URI and the call.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        run_name: str,
+        run_file: Path,
+        retry: Any = None,
+        log: Log = print,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        from vlthinker.registry.client import RetryPolicy, _configure_mlflow_http
+
+        self.tracking_uri = tracking_uri
+        self.retry = retry or RetryPolicy()
+        self.log = log
+        self.sleep = sleep
+        _configure_mlflow_http(self.retry)  # before the client: MLflow's own retries off, our timeout
         from mlflow.tracking import MlflowClient
+
+        from vlthinker.registry.client import RegistryError, create_run_once
 
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         recorded = run_file.read_text().strip() if run_file.is_file() else ""
         self.resumed = False
         if recorded:
             try:
-                self.client.get_run(recorded)
+                self.call(f"get run {recorded}", self.client.get_run, recorded)
                 self.run_id, self.resumed = recorded, True
+            except RegistryError:  # unreachable or refused: not a reason to start another run
+                raise
             except Exception:  # the run was deleted or the store changed: start a new one
                 recorded = ""
         if not recorded:
             experiment_id = self._experiment_id(experiment, tracking_uri)
-            self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
+            token = uuid.uuid4().hex  # one per run: a retried creation whose answer was lost is found
+            run = self.call(
+                f"create run {run_name} in experiment {experiment}",
+                create_run_once,
+                self.client,
+                experiment_id,
+                token,
+                run_name=run_name,
+            )
+            self.run_id = run.info.run_id
             run_file.write_text(self.run_id + "\n")
+
+    def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` with the retry policy; ``what`` names the call in the error."""
+        from vlthinker.registry.client import call_with_retries
+
+        return call_with_retries(
+            self.tracking_uri,
+            what,
+            lambda: fn(*args, **kwargs),
+            self.retry,
+            self.log,
+            self.sleep,
+            label="mlflow",
+        )
 
     def _experiment_id(self, name: str, tracking_uri: str) -> str:
         """The experiment's id; created on first use, with an embedded (SQLite) store's artifacts in
         ``mlartifacts/<name>`` beside the database, as ``vlthinker.state`` lays the state dir out."""
-        found = self.client.get_experiment_by_name(name)
+        from vlthinker.registry.client import RegistryError
+
+        found = self.call(f"get experiment {name}", self.client.get_experiment_by_name, name)
         if found is not None:
             return found.experiment_id
         location = None
         if tracking_uri.startswith("sqlite:///"):
             location = str(Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name)
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.call(
+                f"create experiment {name}", self.client.create_experiment, name, artifact_location=location
+            )
+        except RegistryError:
+            raise
         except Exception:  # created meanwhile by another step
-            found = self.client.get_experiment_by_name(name)
+            found = self.call(f"get experiment {name}", self.client.get_experiment_by_name, name)
             if found is None:
                 raise
             return found.experiment_id
@@ -392,7 +459,12 @@ class MLflowRun:
         flat = _flatten(params)
         batch = [Param(k, str(v)[:6000]) for k, v in sorted(flat.items())]
         for start in range(0, len(batch), 100):
-            self.client.log_batch(self.run_id, params=batch[start : start + 100])
+            self.call(
+                f"log params of run {self.run_id}",
+                self.client.log_batch,
+                self.run_id,
+                params=batch[start : start + 100],
+            )
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -400,14 +472,35 @@ class MLflowRun:
         stamp = int(time.time() * 1000)
         batch = [Metric(_metric_key(k), v, stamp, step) for k, v in metrics.items()]
         if batch:
-            self.client.log_batch(self.run_id, metrics=batch)
+            self.call(
+                f"log metrics of run {self.run_id} (step {step})",
+                self.client.log_batch,
+                self.run_id,
+                metrics=batch,
+            )
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, str(value))
+        from mlflow.entities import RunTag
+
+        batch = [RunTag(key, str(value)) for key, value in tags.items()]
+        if batch:
+            self.call(f"set tags of run {self.run_id}", self.client.log_batch, self.run_id, tags=batch)
 
     def finish(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status=status)
+        self.call(
+            f"end run {self.run_id} as {status}", self.client.set_terminated, self.run_id, status=status
+        )
+
+    def abandon(self, status: str = "FAILED") -> None:
+        """Mark the run ``status`` while another error is on its way out: one attempt, never raises."""
+        try:
+            self.client.set_terminated(self.run_id, status=status)
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            self.log(
+                f"mlflow: could not mark run {self.run_id} {status} at {self.tracking_uri} ({first}); "
+                "it stays RUNNING until the step is re-run"
+            )
 
 
 def _metric_key(key: str) -> str:

@@ -1,11 +1,16 @@
 """The skeleton every training step follows; SFT and RL differ only in the trainer they build.
 
 1. checkpoint dir (fingerprinted by model, dataset, settings) → the checkpoint to resume from;
-2. load the model (bf16 on GPU, fp32 on CPU), freeze the vision tower / projector, LoRA config;
-3. one MLflow run (resumed when the checkpoint dir recorded one), params logged once;
+2. one MLflow run (resumed when the checkpoint dir recorded one), params logged once — before the
+   model is loaded, so an unreachable MLflow stops the step first (bounded retries, then an error
+   naming the tracking URI; see :mod:`vlthinker.training.common`);
+3. load the model (bf16 on GPU, fp32 on CPU), freeze the vision tower / projector, LoRA config;
 4. ``trainer.train(resume_from_checkpoint=...)`` with a progress + MLflow callback;
 5. the final model (LoRA merged) + processor + ``training_report.json`` written into
    ``<work>/final`` and renamed into the output in one step; the checkpoint dir is then removed.
+
+If anything after step 2 fails, the MLflow run is marked FAILED in one best-effort attempt and the
+original error is raised (an MLflow outage at that moment never replaces it).
 
 Every process of a multi-process launch runs this; only the main process prints, logs and writes.
 """
@@ -114,18 +119,33 @@ def load_for_training(job: TrainingJob, device: str):
 def _open_mlflow(job: TrainingJob, resumed: bool, params: dict[str, Any]) -> MLflowRun | None:
     if job.tracking_uri is None:
         return None
-    run = MLflowRun(job.tracking_uri, job.config.project, job.step, job.work_dir / MLFLOW_RUN_FILE)
-    if not run.resumed:
-        run.log_params(params)
-        run.set_tags(
-            {
-                "vlthinker.step": job.step,
-                "vlthinker.model": job.model_ref,
-                "vlthinker.dataset": job.dataset_dir,
-            }
-        )
-    elif resumed:
-        run.set_tags({"vlthinker.resumed": "true"})
+    from vlthinker.registry.client import retry_policy
+
+    run = MLflowRun(
+        job.tracking_uri,
+        job.config.project,
+        job.step,
+        job.work_dir / MLFLOW_RUN_FILE,
+        retry=retry_policy(job.config),
+        log=job.log,
+    )
+    try:
+        if not run.resumed:
+            run.log_params(params)
+            run.set_tags(
+                {
+                    "vlthinker.step": job.step,
+                    "vlthinker.model": job.model_ref,
+                    "vlthinker.dataset": job.dataset_dir,
+                }
+            )
+        elif resumed:
+            run.set_tags({"vlthinker.resumed": "true"})
+    except BaseException:
+        if not run.resumed:  # a run without its params: the re-run starts a complete one instead
+            run.abandon("FAILED")
+            (job.work_dir / MLFLOW_RUN_FILE).unlink(missing_ok=True)
+        raise
     return run
 
 
@@ -141,7 +161,6 @@ def run_training(
     ``settings``: everything besides model and dataset that determines the result (the checkpoint
     fingerprint and the MLflow params).
     """
-    from transformers import PrinterCallback
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # our progress lines replace the shard-writing bars
@@ -152,9 +171,37 @@ def run_training(
         {"step": job.step, "model": job.model_ref, "dataset": dataset_sha, "settings": settings}
     )
     device = training_device()
-    model, processor = load_for_training(job, device)
     resume = prepare_work_dir(job.work_dir, key, log) if is_main_process() else None
     resume = _broadcast_resume(job.work_dir, resume)
+    mlflow_run = _open_mlflow(job, resume is not None, settings) if is_main_process() else None
+    try:
+        report = _train(
+            job, make_trainer, n_examples, samples_per_step, device, resume, mlflow_run, dataset_sha
+        )
+        if mlflow_run is not None:
+            mlflow_run.finish("FINISHED")
+    except BaseException:
+        if mlflow_run is not None:
+            mlflow_run.abandon("FAILED")  # one attempt, never raises: the original error goes on
+        raise
+    if is_main_process() and not section.keep_checkpoints:
+        shutil.rmtree(job.work_dir, ignore_errors=True)
+    log(
+        f"{job.step}: {report.global_step} steps in {report.train_seconds:.0f}s "
+        f"({report.samples_per_second:.1f} samples/s); model written to {job.output_dir}"
+    )
+    return report
+
+
+def _train(
+    job, make_trainer, n_examples, samples_per_step, device, resume, mlflow_run, dataset_sha
+) -> TrainReport:
+    """Load, freeze, train and save the final model (steps 3–5); MLflow metrics go to ``mlflow_run``."""
+    from transformers import PrinterCallback
+
+    section = job.section
+    log = job.log if is_main_process() else _silent
+    model, processor = load_for_training(job, device)
     freeze = freeze_vision(model, section.freeze_vision_tower, section.freeze_projector, log)
     checkpoints_in_model_layout(model)
     peft = (
@@ -162,8 +209,6 @@ def run_training(
         if section.finetune == "lora"
         else None
     )
-    mlflow_run = _open_mlflow(job, resume is not None, settings) if is_main_process() else None
-
     args = trainer_args(section, job.work_dir, device)
     callback = progress_callback(
         job.step,
@@ -182,27 +227,15 @@ def run_training(
         + (f", resuming at step {resumed_step}" if resume else "")
     )
     started = time.monotonic()
-    status = "FAILED"
-    try:
-        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        seconds = time.monotonic() - started
-        report = _report(job, trainer, result, seconds, n_examples, samples_per_step, resumed_step, freeze)
-        report.dataset_sha256, report.mlflow_run_id = dataset_sha, mlflow_run.run_id if mlflow_run else None
-        _save_final(job, trainer, model, processor, report)
-        if mlflow_run is not None:
-            mlflow_run.log_metrics(
-                {f"final/{k}": v for k, v in numeric_metrics(report.to_json()).items()}, report.global_step
-            )
-        status = "FINISHED"
-    finally:
-        if mlflow_run is not None:
-            mlflow_run.finish(status)
-    if is_main_process() and not section.keep_checkpoints:
-        shutil.rmtree(job.work_dir, ignore_errors=True)
-    log(
-        f"{job.step}: {report.global_step} steps in {report.train_seconds:.0f}s "
-        f"({report.samples_per_second:.1f} samples/s); model written to {job.output_dir}"
-    )
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    seconds = time.monotonic() - started
+    report = _report(job, trainer, result, seconds, n_examples, samples_per_step, resumed_step, freeze)
+    report.dataset_sha256, report.mlflow_run_id = dataset_sha, mlflow_run.run_id if mlflow_run else None
+    if mlflow_run is not None:  # before the final model is in place: a failure here leaves no output
+        mlflow_run.log_metrics(
+            {f"final/{k}": v for k, v in numeric_metrics(report.to_json()).items()}, report.global_step
+        )
+    _save_final(job, trainer, model, processor, report)
     return report
 
 
