@@ -228,6 +228,7 @@ class GateLock:
     def acquire(self, purpose: dict[str, Any] | None = None) -> Lease:
         """Hold the next epoch; completes the journaled intent of any epoch left unfinished."""
         deadline = self.clock() + self.wait_s
+        waited_on: str | None = None
         while True:
             held, done = self._scan()
             top = max(held, default=-1)
@@ -270,6 +271,13 @@ class GateLock:
                     f"(purpose {blocker.get('vlt.lock.purpose')}); its lease ends in {left:.0f}s; "
                     f"gave up after waiting {self.wait_s:.0f}s"
                 )
+            if waited_on != blocker.get("vlt.lock.owner"):
+                waited_on = blocker.get("vlt.lock.owner")
+                left = float(blocker.get("vlt.lock.expires", "0")) - self.clock()
+                self.registry.log(
+                    f"registry: waiting for the gate lock of {self.model}, held by {waited_on} "
+                    f"(its lease ends in {left:.0f}s; waiting at most {self.wait_s:.0f}s)"
+                )
             self.registry.sleep(self.poll_s * (0.5 + self._rng.random()))
 
     def _finish_acquire(
@@ -287,6 +295,9 @@ class GateLock:
         """Finish an unfinished epoch: roll its journaled intent forward, then mark it done."""
         name = lock_name(self.model, epoch)
         tags = self._tags(name) or {}
+        self.registry.log(
+            f"registry: {name} of {tags.get('vlt.lock.owner')} was left unfinished; taking it over"
+        )
         intent = tags.get("vlt.lock.intent")
         if intent and tags.get("vlt.lock.applied") != "true":
             self.registry.log(f"registry: completing the unfinished {json.loads(intent).get('op')} of {name}")
