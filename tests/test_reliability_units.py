@@ -22,6 +22,7 @@ from vlthinker.registry.gate import GateSettings, recover
 from vlthinker.registry.lock import GateLock, LockTimeoutError, holder_is_dead, process_identity
 from vlthinker.state import resolve_stores
 from vlthinker.tasks import pause
+from vlthinker.tasks.data import captioner_name
 from vlthinker.tasks.timing import timed, timing_line
 
 
@@ -179,3 +180,20 @@ def test_timings_pair_each_timed_step_with_its_task(tmp_path, capsys):
     write_timings(log, 10.0)
     assert read_timings(log)["wall_seconds"] == 10.0
     assert json.loads((tmp_path / "run-1.timings.json").read_text())["steps_run"] == 2
+
+
+def test_captioner_is_named_by_model_not_by_run_path(tmp_path):
+    """The name lands in the captioned dataset: a run-specific path would change its hash every run."""
+    from vlthinker.config import Config, config_from_dict
+
+    names = set()
+    for run in ("run-a", "run-b"):
+        model = tmp_path / run / "base-model" / "model"
+        model.mkdir(parents=True)
+        (model / "base_report.json").write_text(json.dumps({"model_sha256": "ab" * 32}))
+        names.add(captioner_name(Config(), str(model)))
+    assert names == {"hf:tiny@sha256:" + "ab" * 8}
+    explicit = config_from_dict(
+        {"caption": {"backend": {"kind": "hf", "model": "Qwen/Qwen2.5-VL-3B-Instruct"}}}
+    )
+    assert captioner_name(explicit, str(tmp_path / "run-a")) == "hf:Qwen/Qwen2.5-VL-3B-Instruct"

@@ -95,6 +95,24 @@ def publish(dataset_dir: str, dvc_remote: str, summary: dict[str, Any] | None = 
     return metadata
 
 
+def captioner_name(config: Config, base_model_dir: str) -> str:
+    """A stable name of the captioning model, recorded in the captioned dataset and its cache key.
+
+    Not the base model's artifact path: that differs per pipeline run and state directory, which would
+    give identical captions a new content hash on every run (and after every restart).
+    """
+    backend = config.caption.backend
+    if backend is not None:
+        return f"{backend.kind}:{backend.model}"
+    name = f"hf:{config.model.base}"
+    report = Path(base_model_dir) / "base_report.json"  # the tiny base: its weights' hash
+    if report.is_file():
+        sha = json.loads(report.read_text(encoding="utf-8")).get("model_sha256")
+        if sha:
+            name += f"@sha256:{sha[:16]}"
+    return name
+
+
 def caption(config: Config, source_dir: str, base_model_dir: str, output_dir: str) -> dict[str, Any]:
     from vlthinker.backends.base import BackendConfig, make_backend
     from vlthinker.steps.caption import caption_dataset
@@ -108,7 +126,7 @@ def caption(config: Config, source_dir: str, base_model_dir: str, output_dir: st
             source_dir,
             output_dir,
             backend,
-            f"{backend_cfg.kind}:{backend_cfg.model}",
+            captioner_name(config, base_model_dir),
             cfg.prompt,
             cfg.sampling.params(),
             cfg.batch_size,
