@@ -1,6 +1,7 @@
 """End to end: the real pipeline through kfp.local with the smoke config, then the registry it left.
 
-One module-scoped run (the costly part) serves the checks; a second run must come from the cache;
+One uninterrupted run (the costly part, shared with the kill test through ``smoke_reference``) serves
+the checks; a second run must come from the cache;
 a run whose MLflow store cannot be opened fails in the first step that needs it, leaves no registry
 state, and after the fix resumes from the cache.
 """
@@ -8,29 +9,12 @@ state, and after the fix resumes from the cache.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "recipes" / "smoke.yaml"
-
-
-def vlthinker(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "vlthinker.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=timeout,
-    )
+from smoke_reference import SMOKE, reference_run, vlthinker
 
 
 def status(state_dir: Path, *extra: str) -> dict:
@@ -43,10 +27,7 @@ def status(state_dir: Path, *extra: str) -> dict:
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    state = tmp_path_factory.mktemp("smoke") / "state"
-    started = time.monotonic()
-    result = vlthinker("run", "--config", str(SMOKE), "--state-dir", str(state))
-    seconds = time.monotonic() - started
+    state, result, seconds = reference_run(tmp_path_factory)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return state, result, seconds
 
@@ -74,6 +55,17 @@ def test_run_registers_each_iteration_with_lineage(smoke_run):
     out = result.stdout
     assert "champion:" in out and "mlflow ui --backend-store-uri" in out
     assert "base model: held-out accuracy" in out
+
+
+def test_run_writes_each_steps_own_compute_time(smoke_run):
+    state, result, _ = smoke_run
+    timings = sorted((state / "logs").glob("run-*.timings.json"))[0]  # the first run's
+    summary = json.loads(timings.read_text())
+    executed = re.findall(r"Executing task '([^']+)'", re.sub(r"\x1b\[[0-9;]*m", "", result.stdout))
+    assert [s["task"] for s in summary["steps"]] == executed, "one timing per step that ran"
+    assert all(s["ok"] and s["seconds"] > 0 for s in summary["steps"])
+    assert 0 < summary["steps_seconds"] < summary["wall_seconds"]
+    assert f"pipeline: {len(executed)} step(s) ran" in result.stdout + result.stderr
 
 
 def test_lineage_reaches_the_sources(smoke_run):
