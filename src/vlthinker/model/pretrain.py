@@ -24,7 +24,7 @@ from vlthinker.fsutil import swap_into_place
 from vlthinker.prompts import CAPTION_PROMPT, assistant_message, direct_question, user_message
 from vlthinker.records import Record, sha256_bytes
 
-RECIPE_VERSION = 1  # bump when the pretraining code changes what it produces
+RECIPE_VERSION = 2  # bump when the pretraining code changes what it produces
 PRETRAIN_SEED_OFFSET = 10_000  # pretraining items come from their own seed stream
 REPORT_FILE = "base_report.json"
 

@@ -6,8 +6,10 @@ drawn from its own `random.Random(f"{seed}:{task}:{k}:{attempt}")`, so the same 
 byte-identical records and PNGs on any machine with the same Pillow.
 
 Train/heldout disjointness holds by construction: every candidate image is assigned to a split by its
-PNG sha256 (`split_of_sha`), and a candidate that belongs to the other split is redrawn (next
-`attempt`). The same image bytes can therefore never appear in both splits, whatever the seeds.
+PNG sha256 (`split_of_sha`), or by its scene key where the family gives one (`split_of_item`: clocks,
+whose renderings differ only by a pixel or two of jitter and would otherwise be near-duplicates across
+splits), and a candidate that belongs to the other split is redrawn (next `attempt`). The same image
+bytes can therefore never appear in both splits, whatever the seeds.
 `check_disjoint` verifies it afterwards on the files themselves (file hash and decoded pixels).
 """
 
@@ -41,6 +43,18 @@ Progress = Callable[[int, int], None]
 def split_of_sha(sha256: str) -> str:
     """The split an image belongs to, decided by its content hash alone."""
     return "heldout" if int(sha256[:8], 16) % HELDOUT_MODULUS == 0 else "train"
+
+
+def split_of_item(item, sha256: str) -> str:
+    """The split of a candidate: by its scene key where the family gives one, else by its image hash.
+
+    A scene key names a scene up to rendering jitter (e.g. a clock's hour and colours), so renderings
+    that the contamination guard would call near-duplicates never land in different splits. The key
+    is a function of the image content, so equal images still always share a split.
+    """
+    if item.scene_key is None:
+        return split_of_sha(sha256)
+    return split_of_sha(sha256_bytes(item.scene_key.encode()))
 
 
 def normalize_question(question: str) -> str:
@@ -104,7 +118,7 @@ def _draw_item(
         png = draw.encode_png(item.image)
         sha = sha256_bytes(png)
         key = (sha, normalize_question(item.question))
-        if split_of_sha(sha) == split and key not in seen:
+        if split_of_item(item, sha) == split and key not in seen:
             seen.add(key)
             return item, png, sha, attempt + 1
     raise DatasetError(

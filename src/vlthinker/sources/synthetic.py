@@ -47,6 +47,7 @@ class Question:
     answer: str
     caption: str
     question_type: str
+    scene_key: str | None = None  # scenes sharing a key go to one split (near-duplicate renderings)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Item:
     caption: str
     question_type: str
     difficulty: int
+    scene_key: str | None = None
 
 
 Maker = Callable[[random.Random, int], Question]
@@ -80,7 +82,7 @@ class Family:
             )
         maker = rng.choice(self.makers[difficulty])
         q = maker(rng, size)
-        return Item(q.image, q.question, q.answer, q.caption, q.question_type, difficulty)
+        return Item(q.image, q.question, q.answer, q.caption, q.question_type, difficulty, q.scene_key)
 
 
 def _ints(lo: int, hi: int) -> tuple[str, ...]:
@@ -571,7 +573,12 @@ TABLE = Family(
 # clock
 
 
-def _clock(rng: random.Random, size: int, hour: int) -> tuple[Image.Image, str]:
+def _clock(rng: random.Random, size: int, hour: int) -> tuple[Image.Image, str, str]:
+    """The clock image, its caption, and its scene key: hour and colours, without the jitter.
+
+    Clocks that differ only by a pixel or two of centre/radius jitter are near-duplicates for the
+    contamination guard, so the split is decided by the scene key, not by the image bytes.
+    """
     rim = rng.choice(COLORS)
     hand = rng.choice([c for c in COLORS if c != rim])
     jitter = max(1, size // 28)
@@ -579,7 +586,8 @@ def _clock(rng: random.Random, size: int, hour: int) -> tuple[Image.Image, str]:
     radius = size * 2 // 5 + rng.randint(-(jitter // 2), 0)
     image, canvas = draw.new_canvas(size)
     draw.draw_clock(canvas, center, radius, hour, draw.COLORS[rim], draw.COLORS[hand], size)
-    return image, f"An analog clock whose hour hand points at {hour} and minute hand at 12."
+    caption = f"An analog clock whose hour hand points at {hour} and minute hand at 12."
+    return image, caption, f"clock:{hour}:{rim}:{hand}"
 
 
 def _hours(k: int) -> str:
@@ -588,29 +596,29 @@ def _hours(k: int) -> str:
 
 def clock_hour(rng: random.Random, size: int) -> Question:
     hour = rng.randint(1, 12)
-    image, caption = _clock(rng, size, hour)
-    return Question(image, "What hour does the clock show?", str(hour), caption, "clock_hour")
+    image, caption, scene = _clock(rng, size, hour)
+    return Question(image, "What hour does the clock show?", str(hour), caption, "clock_hour", scene)
 
 
 def clock_add(rng: random.Random, size: int) -> Question:
     hour, k = rng.randint(1, 12), rng.randint(1, 11)
-    image, caption = _clock(rng, size, hour)
+    image, caption, scene = _clock(rng, size, hour)
     answer = (hour - 1 + k) % 12 + 1
-    return Question(image, f"What hour will it be in {_hours(k)}?", str(answer), caption, "clock_add")
+    return Question(image, f"What hour will it be in {_hours(k)}?", str(answer), caption, "clock_add", scene)
 
 
 def clock_sub(rng: random.Random, size: int) -> Question:
     hour, k = rng.randint(1, 12), rng.randint(1, 11)
-    image, caption = _clock(rng, size, hour)
+    image, caption, scene = _clock(rng, size, hour)
     answer = (hour - 1 - k) % 12 + 1
-    return Question(image, f"What hour was it {_hours(k)} ago?", str(answer), caption, "clock_sub")
+    return Question(image, f"What hour was it {_hours(k)} ago?", str(answer), caption, "clock_sub", scene)
 
 
 def clock_until_12(rng: random.Random, size: int) -> Question:
     hour = rng.randint(1, 11)
-    image, caption = _clock(rng, size, hour)
+    image, caption, scene = _clock(rng, size, hour)
     question = "How many hours are there from the time shown until 12 o'clock?"
-    return Question(image, question, str(12 - hour), caption, "clock_until_12")
+    return Question(image, question, str(12 - hour), caption, "clock_until_12", scene)
 
 
 CLOCK = Family(
