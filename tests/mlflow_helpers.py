@@ -249,3 +249,26 @@ class SlowProxy:
     def close(self) -> None:
         self._closed.set()
         self._listener.close()
+
+
+def start_auth_server(tmp_path_factory, name: str) -> MlflowServer:
+    """A started basic-auth ``mlflow server`` on 127.0.0.1 (fails clearly without mlflow[auth])."""
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("flask_wtf") is None:
+        pytest.fail("the basic-auth MLflow server needs Flask-WTF: install mlflow[auth] (the dev extra)")
+    server = MlflowServer(tmp_path_factory.mktemp(name), mlflow_template(tmp_path_factory))
+    server.start()
+    return server
+
+
+def proxy_to(server: MlflowServer, monkeypatch, timeout_s: int) -> SlowProxy:
+    """A SlowProxy in front of ``server``, with this test's MLflow credentials and HTTP settings
+    (MLflow's own retries off, so only our retry policy acts)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", server.USER)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", server.PASSWORD)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_s))
+    return SlowProxy(server.port)

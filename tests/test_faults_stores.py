@@ -11,7 +11,6 @@ with nothing half-registered; after the fault is gone the same task finishes, re
 from __future__ import annotations
 
 import errno
-import importlib.util
 import os
 import threading
 from pathlib import Path
@@ -19,10 +18,11 @@ from pathlib import Path
 import pytest
 from mlflow_helpers import (
     MlflowServer,
-    SlowProxy,
     fake_model,
     free_port,
     mlflow_template,
+    proxy_to,
+    start_auth_server,
     state_dir_from,
     write_eval,
 )
@@ -195,21 +195,14 @@ def test_mlflow_down_stops_recording_the_base_and_gating_clearly(sets, tmp_path,
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    if importlib.util.find_spec("flask_wtf") is None:
-        pytest.fail("the basic-auth MLflow server needs Flask-WTF: install mlflow[auth] (the dev extra)")
-    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-faults"), mlflow_template(tmp_path_factory))
-    srv.start()
+    srv = start_auth_server(tmp_path_factory, "mlflow-faults")
     yield srv
     srv.stop()
 
 
 @pytest.fixture
 def proxy(server, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", server.USER)
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", server.PASSWORD)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    slow = SlowProxy(server.port)
+    slow = proxy_to(server, monkeypatch, timeout_s=2)
     yield slow
     slow.close()
 

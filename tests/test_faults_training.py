@@ -15,14 +15,20 @@ port or a real ``mlflow server`` behind :class:`~mlflow_helpers.SlowProxy`:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import threading
 from pathlib import Path
 
 import pytest
-from mlflow_helpers import MlflowServer, SlowProxy, free_port, mlflow_template, write_eval
+from mlflow_helpers import (
+    MlflowServer,
+    SlowProxy,
+    free_port,
+    proxy_to,
+    start_auth_server,
+    write_eval,
+)
 
 from vlthinker.config import load_config
 from vlthinker.registry.client import RegistryUnavailableError
@@ -142,21 +148,14 @@ def test_evaluation_logging_with_mlflow_down_stops_clearly(tmp_path, monkeypatch
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    if importlib.util.find_spec("flask_wtf") is None:
-        pytest.fail("the basic-auth MLflow server needs Flask-WTF: install mlflow[auth] (the dev extra)")
-    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-train-faults"), mlflow_template(tmp_path_factory))
-    srv.start()
+    srv = start_auth_server(tmp_path_factory, "mlflow-train-faults")
     yield srv
     srv.stop()
 
 
 @pytest.fixture
 def proxy(server, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", server.USER)
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", server.PASSWORD)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    slow = SlowProxy(server.port)
+    slow = proxy_to(server, monkeypatch, timeout_s=5)
     yield slow
     slow.close()
 

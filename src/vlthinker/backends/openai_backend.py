@@ -110,13 +110,9 @@ class OpenAIBackend(Backend):
         params: SamplingParams | None = None,
         progress: ProgressFn | None = None,
     ) -> list[list[str]]:
-        if self._closed:
-            raise BackendError("the openai backend is closed")
-        params = params or SamplingParams()
-        requests = check_requests(prompts, images)
+        requests, calls = self._plan(prompts, images, params)
         if not requests:
             return []
-        calls = [call for i, r in enumerate(requests) for call in self._calls(i, r, params)]
         texts = self._run_all(calls, len(requests), self._headers(), progress)
         outputs: list[list[str]] = [[] for _ in requests]
         for call, call_texts in zip(calls, texts, strict=True):
@@ -131,13 +127,9 @@ class OpenAIBackend(Backend):
     ) -> list[list[str] | BackendError]:
         """Like :meth:`generate`, but one prompt's failure (after its retries) is returned in its
         place instead of cancelling the others: a list of completions or a ``BackendError`` per prompt."""
-        if self._closed:
-            raise BackendError("the openai backend is closed")
-        params = params or SamplingParams()
-        requests = check_requests(prompts, images)
+        requests, calls = self._plan(prompts, images, params)
         if not requests:
             return []
-        calls = [call for i, r in enumerate(requests) for call in self._calls(i, r, params)]
         results = self._run_all(calls, len(requests), self._headers(), None, isolate=True)
         outputs: list[list[str] | BackendError] = [[] for _ in requests]
         for call, result in zip(calls, results, strict=True):
@@ -154,6 +146,20 @@ class OpenAIBackend(Backend):
         self._closed = True
 
     # -- requests ---------------------------------------------------------------------------------
+
+    def _plan(
+        self,
+        prompts: Sequence[Prompt],
+        images: Sequence[Any | None] | None,
+        params: SamplingParams | None,
+    ) -> tuple[list[GenerationRequest], list[_Call]]:
+        """The checked requests and the HTTP calls that serve them (an open backend only)."""
+        if self._closed:
+            raise BackendError("the openai backend is closed")
+        params = params or SamplingParams()
+        requests = check_requests(prompts, images)
+        calls = [call for i, r in enumerate(requests) for call in self._calls(i, r, params)]
+        return requests, calls
 
     def _calls(self, index: int, request: GenerationRequest, params: SamplingParams) -> list[_Call]:
         messages = to_openai_messages(request.messages, request.image)
