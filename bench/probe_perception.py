@@ -14,12 +14,15 @@ its bias, so image tokens differ in more than a shared direction (at init that s
 ~98% of a token's norm); ``--tint A`` shades the white background by A grey levels per 14-px patch
 step (red channel by column, blue by row), an absolute position cue drawn into the pixels.
 
-Also prints a linear probe on the untrained vision tower: can a logistic regression read the
+Also prints a linear probe on the vision tower before training: can a logistic regression read the
 attribute from the shape's own token? (It reads colour perfectly; row only with a tint: Qwen2.5-VL's
 vision tower has rotary position only, so on a plain background the token holds no absolute position.)
 
     python bench/probe_perception.py --probe colour --steps 200
     python bench/probe_perception.py --probe row --steps 600 --tint 12
+    # a curriculum: colour first (teaches attention to the shape's token), then the row
+    python bench/probe_perception.py --probe colour --steps 600 --tint 40 --tint-cell 28 --save /tmp/colour
+    python bench/probe_perception.py --probe row --steps 400 --tint 40 --tint-cell 28 --init /tmp/colour
 """
 
 from __future__ import annotations
@@ -37,22 +40,22 @@ PROBES = {
 }
 
 
-def tinted(image, amplitude: float):
-    """The image with its white background shaded by patch row (blue) and patch column (red)."""
+def tinted(image, amplitude: float, cell: int = 14):
+    """The image with its white background shaded by cell row (blue) and cell column (red)."""
     import numpy as np
     from PIL import Image
 
     pixels = np.asarray(image).astype(np.int16).copy()
     height, width, _ = pixels.shape
-    rows = (np.arange(height) // 14)[:, None]
-    cols = (np.arange(width) // 14)[None, :]
+    rows = (np.arange(height) // cell)[:, None]
+    cols = (np.arange(width) // cell)[None, :]
     white = (pixels >= 245).all(-1)
     pixels[..., 0] = np.where(white, 255 - amplitude * cols, pixels[..., 0])
     pixels[..., 2] = np.where(white, 255 - amplitude * rows, pixels[..., 2])
     return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
 
 
-def make_items(n: int, seed: int, probe: str, tint: float):
+def make_items(n: int, seed: int, probe: str, tint: float, cell: int = 14):
     """(image, question, answer) triples: one shape in a random cell."""
     from vlthinker.sources.draw import COLOR_NAMES, SHAPES, draw_cell_shape, new_canvas
 
@@ -64,7 +67,7 @@ def make_items(n: int, seed: int, probe: str, tint: float):
         row, col = rng.randrange(4), rng.randrange(4)
         draw_cell_shape(draw, shape, colour, row, col, 112)
         if tint:
-            image = tinted(image, tint)
+            image = tinted(image, tint, cell)
         answer = {"colour": colour, "shape": shape, "row": str(row + 1), "column": str(col + 1)}[probe]
         items.append((image, PROBES[probe][0], answer, (colour, shape, row, col)))
     return items
@@ -98,12 +101,12 @@ def center_projector(model, processor, seed: int) -> float:
     return float(mean.norm() / tokens.norm(dim=-1).mean())
 
 
-def linear_probe(model, processor, probe: str, tint: float) -> float:
+def linear_probe(model, processor, probe: str, tint: float, cell: int) -> float:
     """Held-out accuracy of a logistic regression reading the attribute from the shape's token."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    items = make_items(500, 7, probe, tint)
+    items = make_items(500, 7, probe, tint, cell)
     features, labels = [], []
     for image, _, answer, _ in items:
         tokens = vision_tokens(model, processor, image).numpy()
@@ -123,6 +126,13 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=None, help="default: pretrain.learning_rate")
     parser.add_argument("--center", action="store_true", help="centre the projector output at init")
     parser.add_argument("--tint", type=float, default=0.0, help="background shading per patch step")
+    parser.add_argument(
+        "--tint-cell", type=int, default=14, help="pixels per tint step (14: a patch, 28: a token)"
+    )
+    parser.add_argument(
+        "--init", default=None, help="start from this model directory (e.g. an earlier --save)"
+    )
+    parser.add_argument("--save", default=None, help="write the trained model here")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -132,7 +142,7 @@ def main() -> None:
 
     from vlthinker.backends.hf import SamplingParams, generate
     from vlthinker.config import load_config
-    from vlthinker.model.loader import LoadedModel, load_model
+    from vlthinker.model.loader import LoadedModel, load_model, save_model
     from vlthinker.model.pretrain import _trainer_args
     from vlthinker.model.tiny import build_tiny
     from vlthinker.prompts import assistant_message, direct_question, user_message
@@ -142,8 +152,9 @@ def main() -> None:
     config.pretrain.steps = args.steps
     if args.learning_rate:
         config.pretrain.learning_rate = args.learning_rate
-    train = make_items(args.steps * config.pretrain.batch_size, 1000 + args.seed, args.probe, args.tint)
-    test = make_items(100, 2000 + args.seed, args.probe, args.tint)
+    cell = args.tint_cell
+    train = make_items(args.steps * config.pretrain.batch_size, 1000 + args.seed, args.probe, args.tint, cell)
+    test = make_items(100, 2000 + args.seed, args.probe, args.tint, cell)
     rows = [
         {
             "prompt": user_message(direct_question(q)),
@@ -153,10 +164,10 @@ def main() -> None:
         for image, q, a, _ in train
     ]
     with tempfile.TemporaryDirectory(prefix="vlthinker-probe-") as scratch:
-        model_dir = build_tiny(f"{scratch}/model", seed=args.seed)
+        model_dir = args.init or build_tiny(f"{scratch}/model", seed=args.seed)
         loaded = load_model(model_dir, device="cpu")
         shared = center_projector(loaded.model, loaded.processor, args.seed) if args.center else None
-        linear = linear_probe(loaded.model, loaded.processor, args.probe, args.tint)
+        linear = linear_probe(loaded.model, loaded.processor, args.probe, args.tint, cell)
         loaded.model.train()
         trainer = SFTTrainer(
             model=loaded.model,
@@ -168,6 +179,8 @@ def main() -> None:
         trainer.train()
         seconds = time.monotonic() - started
         model = trainer.model.eval()
+        if args.save:
+            save_model(model, loaded.processor, args.save)
         outputs = generate(
             LoadedModel(model=model, processor=loaded.processor, ref=str(model_dir)),
             [user_message(direct_question(q)) for _, q, _, _ in test],
@@ -193,7 +206,7 @@ def main() -> None:
         or "plain"
     )
     print(f"probe {args.probe} ({variant}): {args.steps} steps in {seconds:.0f}s")
-    print(f"linear probe on the untrained vision tower: {linear:.0%}")
+    print(f"linear probe on the vision tower before training: {linear:.0%}")
     print(f"held-out accuracy {accuracy:.0%}, chance {chance:.0%}: ratio to chance {accuracy / chance:.2f}")
 
 
