@@ -272,3 +272,22 @@ def proxy_to(server: MlflowServer, monkeypatch, timeout_s: int) -> SlowProxy:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_s))
     return SlowProxy(server.port)
+
+
+def run_with_hang_guard(fn, limit_s: float = 180.0):
+    """``fn()`` in a thread; fails the test if it is still running after ``limit_s`` (a hang)."""
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # re-raised below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(limit_s)
+    assert not thread.is_alive(), f"still running after {limit_s}s: hangs instead of stopping"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]

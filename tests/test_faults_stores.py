@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from mlflow_helpers import (
     free_port,
     mlflow_template,
     proxy_to,
+    run_with_hang_guard,
     start_auth_server,
     state_dir_from,
     write_eval,
@@ -85,25 +85,6 @@ def registry_of(config, state: Path, uri: str = "") -> Registry:
     from vlthinker.registry.client import open_registry
 
     return open_registry(config, resolve_stores(state, uri or None))
-
-
-def run_with_hang_guard(fn, limit_s: float = 180.0):
-    """``fn()`` in a thread; fails the test if it is still running after ``limit_s`` (a hang)."""
-    outcome: dict = {}
-
-    def target():
-        try:
-            outcome["value"] = fn()
-        except BaseException as exc:  # re-raised below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(limit_s)
-    assert not thread.is_alive(), f"still running after {limit_s}s: hangs instead of stopping"
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
 
 
 # --------------------------------------------------------------------------------------------------

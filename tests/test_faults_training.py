@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from mlflow_helpers import (
     SlowProxy,
     free_port,
     proxy_to,
+    run_with_hang_guard,
     start_auth_server,
     write_eval,
 )
@@ -56,25 +56,6 @@ class Lines(list):
 
     def __call__(self, message: str) -> None:
         self.append(message)
-
-
-def run_with_hang_guard(fn, limit_s: float = 180.0):
-    """``fn()`` in a thread; fails the test if it is still running after ``limit_s`` (a hang)."""
-    outcome: dict = {}
-
-    def target():
-        try:
-            outcome["value"] = fn()
-        except BaseException as exc:  # re-raised below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(limit_s)
-    assert not thread.is_alive(), f"still running after {limit_s}s: hangs instead of stopping"
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
 
 
 @pytest.fixture(scope="module")
