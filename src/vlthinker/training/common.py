@@ -493,10 +493,12 @@ class MLflowRun:
 
     def abandon(self, status: str = "FAILED") -> None:
         """Mark the run ``status`` while another error is on its way out: one attempt, never raises."""
+        from vlthinker.registry.client import _first_line
+
         try:
             self.client.set_terminated(self.run_id, status=status)
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            first = _first_line(exc)
             self.log(
                 f"mlflow: could not mark run {self.run_id} {status} at {self.tracking_uri} ({first}); "
                 "it stays RUNNING until the step is re-run"
