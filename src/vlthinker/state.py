@@ -15,6 +15,7 @@ bucket); the state directory still holds caches and the pipeline root.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,3 +64,33 @@ def resolve_stores(
         artifact_root=str(root / "mlartifacts"),
         dvc_remote=dvc_remote or str(root / "dvc-remote"),
     )
+
+
+_initialized: set[str] = set()
+_init_guard = threading.Lock()
+
+
+def initialize_embedded_store(tracking_uri: str) -> None:
+    """Create an embedded (SQLite) MLflow store's tables once, under a file lock beside the database.
+
+    MLflow creates them on first use; two processes doing that at once on a new database make all but
+    one fail with "table experiments already exists" (e.g. two ``vlthinker step`` commands started
+    together on a fresh state directory). Other tracking URIs are left alone.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    with _init_guard:
+        if tracking_uri in _initialized:
+            return
+        import fcntl
+
+        from mlflow import MlflowClient
+
+        database = Path(tracking_uri.removeprefix("sqlite:///"))
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with open(database.with_name(database.name + ".init-lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            client.search_experiments(max_results=1)
+            client.search_registered_models(max_results=1)
+        _initialized.add(tracking_uri)

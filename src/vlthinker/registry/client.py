@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from vlthinker.errors import VLThinkerError
-from vlthinker.state import Stores
+from vlthinker.state import Stores, initialize_embedded_store
 
 T = TypeVar("T")
 Log = Callable[[str], None]
@@ -259,6 +259,7 @@ class Registry:
 
                 mlflow.set_tracking_uri(self.stores.tracking_uri)
                 mlflow.set_registry_uri(self.stores.registry_uri)
+                initialize_embedded_store(self.stores.tracking_uri)
             self._client = MlflowClient(
                 tracking_uri=self.stores.tracking_uri, registry_uri=self.stores.registry_uri
             )

@@ -390,7 +390,9 @@ class MLflowRun:
         from mlflow.tracking import MlflowClient
 
         from vlthinker.registry.client import RegistryError, create_run_once
+        from vlthinker.state import initialize_embedded_store
 
+        initialize_embedded_store(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         recorded = run_file.read_text().strip() if run_file.is_file() else ""
         self.resumed = False
