@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+
+import pytest
 
 from vlthinker.config import load_config
-from vlthinker.model.pretrain import REPORT_FILE, cache_key, format_report, pretrain_base
+from vlthinker.errors import ConfigError
+from vlthinker.model.pretrain import (
+    REPORT_FILE,
+    build_training_rows,
+    cache_key,
+    format_report,
+    pretrain_base,
+    synthetic_items,
+)
+from vlthinker.prompts import CAPTION_PROMPT
 
 SMALL = {
     "pretrain.steps": 4,
@@ -57,3 +69,39 @@ def test_cache_key_follows_config_and_seed():
     assert cache_key(base) != cache_key(load_config(None, {**SMALL, "model.seed": 1}))
     assert cache_key(base) != cache_key(load_config(None, {**SMALL, "pretrain.steps": 5}))
     assert cache_key(base) == cache_key(load_config(None, {**SMALL, "distill.k": 2})), "unrelated sections"
+
+
+def _kind(row: dict) -> str:
+    text = row["prompt"][0]["content"][-1]["text"]
+    if text.startswith("Image description: "):
+        return "reasoning"
+    return "caption" if text == CAPTION_PROMPT else "answer"
+
+
+def test_training_mix_follows_the_fractions_and_reasoning_examples_verify():
+    from vlthinker.answers import extract_answer, grade
+    from vlthinker.prompts import REASONING_INSTRUCTION
+
+    config = load_config(None)
+    items = synthetic_items(config, 300, seed=10_000, split="train")
+    rows = build_training_rows(items, answer_fraction=0.3, seed=0, reasoning_fraction=0.4)
+    kinds = Counter(_kind(row) for row in rows)
+    assert abs(kinds["answer"] / 300 - 0.3) < 0.1 and abs(kinds["reasoning"] / 300 - 0.4) < 0.1
+    assert kinds["caption"] > 0
+    assert all(len(row["images"]) == 1 for row in rows), "every example shows its image"
+    for (record, _), row in zip(items, rows, strict=True):
+        if _kind(row) != "reasoning":
+            continue
+        prompt = row["prompt"][0]["content"][-1]["text"]
+        completion = row["completion"][0]["content"][0]["text"]
+        assert record.caption in prompt and record.question in prompt and REASONING_INSTRUCTION in prompt
+        assert completion.startswith("<think>") and completion.count("<answer>") == 1
+        assert grade(extract_answer(completion), record.answer, record.choices), record.id
+        assert "Wait" not in completion, "clean solutions: no reflections"
+    without = build_training_rows(items, answer_fraction=0.5, seed=0, reasoning_fraction=0.0)
+    assert "reasoning" not in Counter(_kind(row) for row in without)
+
+
+def test_training_mix_fractions_over_one_are_a_config_error():
+    with pytest.raises(ConfigError, match="reasoning_fraction"):
+        load_config(None, {"pretrain.answer_fraction": 0.7, "pretrain.reasoning_fraction": 0.4})

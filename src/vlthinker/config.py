@@ -88,20 +88,36 @@ class ModelConfig(_Section):
 
 
 class PretrainConfig(_Section):
-    """Base pretraining of the tiny model: image → exact caption, and direct boxed answers."""
+    """Base pretraining of the tiny model: image → exact caption, direct boxed answers, text reasoning."""
 
     steps: int = Field(default=800, ge=1)
     batch_size: int = Field(default=16, ge=1)
     learning_rate: float = Field(default=2e-3, gt=0, le=1)
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
-    answer_fraction: float = Field(default=0.5, ge=0, le=1, description="share of direct-answer examples")
+    answer_fraction: float = Field(default=0.25, ge=0, le=1, description="share of direct-answer examples")
+    reasoning_fraction: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="share of text-reasoning examples (exact caption + question in the prompt -> a correct "
+        "step-by-step solution): the language skills (reading, copying, arithmetic) an instruct VLM has",
+    )
     n_train: int = Field(default=2000, ge=1, description="synthetic items generated for pretraining")
     n_heldout: int = Field(default=300, ge=1, description="held-out items the base is scored on")
     max_new_tokens: int = Field(default=12, ge=1)
     eval_batch_size: int = Field(default=32, ge=1)
     log_every: int = Field(default=50, ge=1)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _fractions(self) -> PretrainConfig:
+        if self.answer_fraction + self.reasoning_fraction > 1:
+            raise ValueError(
+                f"answer_fraction ({self.answer_fraction}) + reasoning_fraction ({self.reasoning_fraction}) "
+                "must not exceed 1 (the rest are caption examples)"
+            )
+        return self
 
 
 class SamplingConfig(_Section):

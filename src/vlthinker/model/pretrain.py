@@ -1,7 +1,10 @@
 """Base pretraining of the tiny VLM: the analogue of the instruct VLM the paper starts from.
 
-The tiny model learns to see (image → exact caption) and to answer directly (question → ``\\boxed{X}``,
-no reasoning, as the paper prompts its Qwen baseline). Its held-out direct-answer accuracy is the
+The tiny model learns to see (image → exact caption), to answer directly (question → ``\\boxed{X}``,
+no reasoning, as the paper prompts its Qwen baseline), and to reason in text (exact caption + question
+→ a correct step-by-step solution: reading, copying values, arithmetic, which the paper's instruct
+base brings from its language model; without them SFT on traces starts from a model that cannot copy
+a number from its own context). Its held-out direct-answer accuracy is the
 baseline the first iteration has to beat. Results are cached by content (config + seed + recipe
 version), and a cache entry whose weights no longer match their recorded hash is rebuilt.
 """
@@ -21,10 +24,16 @@ from typing import Any
 
 from vlthinker.config import Config
 from vlthinker.fsutil import swap_into_place
-from vlthinker.prompts import CAPTION_PROMPT, assistant_message, direct_question, user_message
+from vlthinker.prompts import (
+    CAPTION_PROMPT,
+    assistant_message,
+    direct_question,
+    reasoning_question,
+    user_message,
+)
 from vlthinker.records import Record, sha256_bytes
 
-RECIPE_VERSION = 2  # bump when the pretraining code changes what it produces
+RECIPE_VERSION = 3  # bump when the pretraining code changes what it produces
 PRETRAIN_SEED_OFFSET = 10_000  # pretraining items come from their own seed stream
 REPORT_FILE = "base_report.json"
 
@@ -94,19 +103,51 @@ def cache_key(config: Config) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def build_training_rows(items: list[tuple[Record, Any]], answer_fraction: float, seed: int) -> list[dict]:
-    """One example per item: a direct boxed answer with probability ``answer_fraction``, else a caption."""
+def build_training_rows(
+    items: list[tuple[Record, Any]], answer_fraction: float, seed: int, reasoning_fraction: float
+) -> list[dict]:
+    """One example per item: a direct boxed answer, a text-reasoning example, or else a caption.
+
+    Each item's kind is drawn with probabilities ``answer_fraction`` and ``reasoning_fraction`` (the
+    rest are captions). A text-reasoning example shows the exact caption beside the image and asks for
+    step-by-step reasoning; its target is a correct chain of the offline teacher (no slips, no
+    reflections), so the model learns to read a scene description, copy values and do the arithmetic:
+    the language skills the instruct VLM the paper starts from already has.
+    """
     rng = random.Random(f"pretrain-mix:{seed}")
     rows = []
     for record, image in items:
-        if rng.random() < answer_fraction:
+        draw = rng.random()
+        if draw < answer_fraction:
             prompt, completion = direct_question(record.question), f"\\boxed{{{record.answer}}}"
+        elif draw < answer_fraction + reasoning_fraction:
+            prompt, completion = text_reasoning_example(record, seed)
         else:
             prompt, completion = CAPTION_PROMPT, record.caption or ""
         rows.append(
             {"prompt": user_message(prompt), "completion": assistant_message(completion), "images": [image]}
         )
     return rows
+
+
+def text_reasoning_example(record: Record, seed: int) -> tuple[str, str]:
+    """(prompt, completion): exact caption + question -> a verified step-by-step solution."""
+    from vlthinker.answers import extract_answer, grade
+    from vlthinker.steps.traces import Trace, split_chain
+    from vlthinker.teacher.offline import OfflineTeacher, OfflineTeacherConfig
+
+    teacher = OfflineTeacher(
+        OfflineTeacherConfig(reflection_prob=0.0, error_prob=0.0, long_prob=0.0, verbosity_max=0, seed=seed)
+    )
+    chain = teacher.sample(
+        record.id, record.caption or "", record.question, record.task, _question_type(record), 1
+    )[0]
+    parts = split_chain(chain)
+    final = extract_answer(parts[1]) if parts else None
+    if parts is None or final is None or not grade(final, record.answer, record.choices):
+        raise ValueError(f"pretraining item {record.id!r}: the offline teacher's solution does not verify")
+    prompt = f"Image description: {record.caption}\n\n{reasoning_question(record.question)}"
+    return prompt, Trace(reasoning=parts[0], answer=final, truncated=False).completion
 
 
 def caption_rows(items: list[tuple[Record, Any]]) -> list[dict]:
@@ -229,7 +270,9 @@ def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
     log(f"pretrain: generating {p.n_train} training and {p.n_heldout} held-out synthetic items")
     train_items = synthetic_items(config, p.n_train, PRETRAIN_SEED_OFFSET + p.seed, "train")
     heldout_items = synthetic_items(config, p.n_heldout, config.data.seed, "heldout")
-    train_ds = Dataset.from_list(build_training_rows(train_items, p.answer_fraction, p.seed))
+    train_ds = Dataset.from_list(
+        build_training_rows(train_items, p.answer_fraction, p.seed, p.reasoning_fraction)
+    )
     caption_eval_ds = Dataset.from_list(caption_rows(heldout_items))
 
     with tempfile.TemporaryDirectory(prefix="vlthinker-pretrain-") as scratch:
