@@ -20,7 +20,9 @@ each kill: no dataset under its final name is partial, every model directory und
 complete, every dataset the DVC remote lists is whole. At the end: versions, aliases, lineage tags,
 decisions and the base record equal those of the session's uninterrupted run (``smoke_reference``)
 apart from run ids, timestamps, lock epochs and paths; no version was registered twice; every
-version's logged model is READY with its weights; the gate lock is free.
+version's logged model is READY with its weights; no logged model is left PENDING and no candidate
+evaluation run RUNNING (the restarted registration closes what the killed one left open); the gate
+lock is free.
 """
 
 from __future__ import annotations
@@ -289,6 +291,14 @@ def mlflow_checks(state: Path, model: str) -> None:
         assert str(logged.status) == "READY", f"{model}/{mv.version} points at a {logged.status} model"
         files = {a.path for a in client.list_logged_model_artifacts(model_id)}
         assert {"config.json", "model.safetensors"} <= files, f"{model}/{mv.version}: {sorted(files)}"
+    # what a killed registration left open was closed by the restarted one
+    experiment = client.get_experiment_by_name(model).experiment_id
+    pending = [m.model_id for m in client.search_logged_models([experiment]) if str(m.status) == "PENDING"]
+    assert not pending, f"logged models left PENDING: {pending}"
+    running = client.search_runs(
+        [experiment], "tags.`vlt.kind` = 'candidate' and attributes.status = 'RUNNING'"
+    )
+    assert not running, f"evaluation runs left RUNNING: {[r.info.run_id for r in running]}"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -206,6 +206,33 @@ def test_register_records_lineage_and_status_json_shape(registry, add, base):
     json.dumps(status)
 
 
+def test_a_restarted_registration_closes_what_the_killed_one_left_open(registry, add, base):
+    """A kill mid-registration leaves a RUNNING evaluation run and a PENDING logged model behind; the
+    restarted registration of the same candidate closes them, and leaves other candidates' alone."""
+    from mlflow.entities import LoggedModelStatus
+
+    client, experiment = registry.client, registry.experiment_id()
+
+    def leftovers(iteration: int):
+        tags = {"vlt.pipeline_run_id": "run-1", "vlt.iteration": str(iteration), "vlt.stage": "rl"}
+        run = client.create_run(experiment, tags={"vlt.kind": "candidate", **tags})
+        model = client.create_logged_model(experiment, name="proj", source_run_id=run.info.run_id, tags=tags)
+        return run.info.run_id, model.model_id
+
+    killed_run, killed_model = leftovers(iteration=1)
+    other_run, other_model = leftovers(iteration=2)  # another candidate's registration, in flight
+    version = add(70, iteration=1)
+
+    assert client.get_run(killed_run).info.status == "KILLED"
+    closed = client.get_logged_model(killed_model)
+    assert closed.status == LoggedModelStatus.FAILED and "vlt.abandoned" in closed.tags
+    assert client.get_run(other_run).info.status == "RUNNING"
+    assert client.get_logged_model(other_model).status == LoggedModelStatus.PENDING
+    source = registry.require_version(version).source  # models:/<model id>
+    registered = client.get_logged_model(source.rsplit("/", 1)[-1])
+    assert registered.status == LoggedModelStatus.READY and registered.model_id != killed_model
+
+
 def test_promote_over_base_then_reject_worse_then_rollback(registry, add, base):
     v1 = add(70)
     result = gate_version(registry, v1)

@@ -261,6 +261,49 @@ def _lineage_tags(
     return tags
 
 
+def close_interrupted_attempts(registry: Registry, attempt: dict[str, str]) -> int:
+    """Close what an earlier, killed registration of the same candidate left open; return the count.
+
+    ``attempt`` holds the candidate's ``vlt.pipeline_run_id``, ``vlt.iteration`` and ``vlt.stage``
+    tags. Its evaluation runs still RUNNING become KILLED and its logged models still PENDING become
+    FAILED, tagged ``vlt.abandoned``. Neither can back a model version (a version is created last,
+    from a READY model after a FINISHED run), so nothing registered is touched.
+    """
+    from mlflow.entities import LoggedModelStatus
+
+    client = registry.client
+    experiment = registry.experiment_id()
+    where = " and ".join(f"tags.`{key}` = '{_quote(value)}'" for key, value in sorted(attempt.items()))
+    runs = registry.call(
+        "search interrupted evaluation runs",
+        client.search_runs,
+        [experiment],
+        f"{where} and tags.`vlt.kind` = 'candidate' and attributes.status = 'RUNNING'",
+    )
+    models = registry.call(
+        "search interrupted logged models", client.search_logged_models, [experiment], where
+    )
+    pending = [m for m in models if m.status == LoggedModelStatus.PENDING]
+    for run in runs:
+        registry.call(f"close run {run.info.run_id}", client.set_terminated, run.info.run_id, "KILLED")
+    for model in pending:
+        registry.call(
+            f"tag logged model {model.model_id}",
+            client.set_logged_model_tags,
+            model.model_id,
+            {"vlt.abandoned": "an interrupted registration; retried"},
+        )
+        registry.call(
+            f"close logged model {model.model_id}", client.finalize_logged_model, model.model_id, "FAILED"
+        )
+    if runs or pending:
+        registry.log(
+            f"registry: closed {len(runs)} run(s) and {len(pending)} logged model(s) left open by an "
+            "interrupted registration of this candidate"
+        )
+    return len(runs) + len(pending)
+
+
 def register_candidate(
     registry: Registry,
     model_dir: str | Path,
@@ -291,11 +334,14 @@ def register_candidate(
 
     candidate_id = uuid.uuid4().hex
     name = registry.model_name
-    run_tags = {
-        "vlt.kind": "candidate",
+    attempt = {
+        "vlt.pipeline_run_id": provenance.pipeline_run_id or "none",
         "vlt.iteration": str(provenance.iteration),
         "vlt.stage": provenance.stage,
     }
+    if provenance.pipeline_run_id:
+        close_interrupted_attempts(registry, attempt)
+    run_tags = {"vlt.kind": "candidate", **attempt}
     params = {
         "model_dir": str(model_path),
         "iteration": str(provenance.iteration),
@@ -320,7 +366,7 @@ def register_candidate(
         registry.experiment_id(),
         name=name,
         source_run_id=run_id,
-        tags={"vlt.candidate_id": candidate_id, "vlt.iteration": str(provenance.iteration)},
+        tags={"vlt.candidate_id": candidate_id, **attempt},
     )
     try:
         registry.call("upload model", client.log_model_artifacts, logged.model_id, str(model_path))
