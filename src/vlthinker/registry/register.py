@@ -15,7 +15,9 @@ Order of a registration (each step retried by :class:`~vlthinker.registry.client
    all its lineage tags at once — a version exists with its whole lineage or not at all. The call is
    made idempotent by a unique ``vlt.candidate_id`` tag looked up before every (re)try.
 
-A failure in 1–3 leaves no model version (the run is marked FAILED when MLflow still answers).
+A failure in 1–3 leaves no model version (the run is marked FAILED when MLflow still answers). A kill
+leaves the run RUNNING and the logged model PENDING: the restarted registration of the same candidate
+(same pipeline run id, iteration and stage) closes them first (:func:`close_interrupted_attempts`).
 
 Version tags (all prefixed ``vlt.``): ``iteration``, ``stage`` (sft/rl), ``parent_version`` (a version
 number, or ``base``), ``git_commit``, ``pipeline_run_id``, ``config_hash``, ``eval_run_id``,
