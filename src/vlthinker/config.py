@@ -95,9 +95,9 @@ class PretrainConfig(_Section):
     learning_rate: float = Field(default=2e-3, gt=0, le=1)
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
-    answer_fraction: float = Field(default=0.25, ge=0, le=1, description="share of direct-answer examples")
+    answer_fraction: float = Field(default=0.35, ge=0, le=1, description="share of direct-answer examples")
     reasoning_fraction: float = Field(
-        default=0.5,
+        default=0.3,
         ge=0,
         le=1,
         description="share of text-reasoning examples (exact caption + question in the prompt -> a correct "
