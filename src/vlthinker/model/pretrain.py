@@ -33,10 +33,9 @@ from vlthinker.prompts import (
 )
 from vlthinker.records import Record, sha256_bytes
 
-RECIPE_VERSION = 4  # bump when the pretraining code changes what it produces
+RECIPE_VERSION = 5  # bump when the pretraining code changes what it produces
 PRETRAIN_SEED_OFFSET = 10_000  # pretraining items come from their own seed stream
 REPORT_FILE = "base_report.json"
-LENGTH_COLUMN = "length"  # characters of prompt + completion: the batch sampler groups by it
 
 Log = Callable[[str], None]
 
@@ -126,12 +125,7 @@ def build_training_rows(
         else:
             prompt, completion = CAPTION_PROMPT, record.caption or ""
         rows.append(
-            {
-                "prompt": user_message(prompt),
-                "completion": assistant_message(completion),
-                "images": [image],
-                LENGTH_COLUMN: len(prompt) + len(completion),
-            }
+            {"prompt": user_message(prompt), "completion": assistant_message(completion), "images": [image]}
         )
     return rows
 
@@ -162,7 +156,6 @@ def caption_rows(items: list[tuple[Record, Any]]) -> list[dict]:
             "prompt": user_message(CAPTION_PROMPT),
             "completion": assistant_message(record.caption or ""),
             "images": [image],
-            LENGTH_COLUMN: len(CAPTION_PROMPT) + len(record.caption or ""),
         }
         for record, image in items
     ]
@@ -230,8 +223,7 @@ def _majority_baseline(records: list[Record]) -> float:
     return hits / max(len(records), 1)
 
 
-def _trainer_args(config: Config, output_dir: str, device: str, group_by_length: bool = False):
-    """Trainer settings of base pretraining; ``group_by_length`` needs a ``LENGTH_COLUMN`` in the rows."""
+def _trainer_args(config: Config, output_dir: str, device: str):
     from trl import SFTConfig
 
     p = config.pretrain
@@ -254,11 +246,6 @@ def _trainer_args(config: Config, output_dir: str, device: str, group_by_length:
         bf16=on_gpu,
         seed=p.seed,
         data_seed=p.seed,
-        # Batches of similar length: one text-reasoning example (~150 tokens) in a batch would pad all
-        # 16 captions and short answers (~20-50 tokens) to its length (measured: 2.6x the step time).
-        train_sampling_strategy="group_by_length" if group_by_length else "random",
-        length_column_name=LENGTH_COLUMN,
-        remove_unused_columns=not group_by_length,  # keep the length column for the sampler
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
@@ -292,7 +279,7 @@ def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
         loaded.model.train()
         trainer = SFTTrainer(
             model=loaded.model,
-            args=_trainer_args(config, scratch, device, group_by_length=True),
+            args=_trainer_args(config, scratch, device),
             train_dataset=train_ds,
             eval_dataset=caption_eval_ds,
             processing_class=loaded.processor,
