@@ -89,6 +89,14 @@ class Provenance:
     config_hash: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
+    def candidate_tags(self) -> dict[str, str]:
+        """The tags that name this candidate (on its version, evaluation run and logged model)."""
+        return {
+            "vlt.iteration": str(self.iteration),
+            "vlt.stage": self.stage,
+            "vlt.pipeline_run_id": self.pipeline_run_id or "none",
+        }
+
 
 def detect_git_commit(cwd: str | Path | None = None) -> str | None:
     """``git rev-parse HEAD`` of the working directory, or None outside a repository."""
@@ -243,11 +251,9 @@ def _lineage_tags(
 
     headline = headline_metrics(metrics)
     tags = {
-        "vlt.iteration": str(provenance.iteration),
-        "vlt.stage": provenance.stage,
+        **provenance.candidate_tags(),
         "vlt.parent_version": "base" if provenance.parent_version is None else str(provenance.parent_version),
         "vlt.git_commit": provenance.git_commit or "unknown",
-        "vlt.pipeline_run_id": provenance.pipeline_run_id or "none",
         "vlt.config_hash": provenance.config_hash or "unknown",
         "vlt.eval_run_id": run_id,
         "vlt.candidate_id": candidate_id,
@@ -336,11 +342,7 @@ def register_candidate(
 
     candidate_id = uuid.uuid4().hex
     name = registry.model_name
-    attempt = {
-        "vlt.pipeline_run_id": provenance.pipeline_run_id or "none",
-        "vlt.iteration": str(provenance.iteration),
-        "vlt.stage": provenance.stage,
-    }
+    attempt = provenance.candidate_tags()
     if provenance.pipeline_run_id:
         close_interrupted_attempts(registry, attempt)
     run_tags = {"vlt.kind": "candidate", **attempt}
