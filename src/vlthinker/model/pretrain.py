@@ -114,14 +114,19 @@ def build_training_rows(
     reflections), so the model learns to read a scene description, copy values and do the arithmetic:
     the language skills the instruct VLM the paper starts from already has.
     """
+    from vlthinker.teacher.offline import OfflineTeacher, OfflineTeacherConfig
+
     rng = random.Random(f"pretrain-mix:{seed}")
+    teacher = OfflineTeacher(  # clean solutions: no slips, reflections, fillers or rambling
+        OfflineTeacherConfig(reflection_prob=0.0, error_prob=0.0, long_prob=0.0, verbosity_max=0, seed=seed)
+    )
     rows = []
     for record, image in items:
         draw = rng.random()
         if draw < answer_fraction:
             prompt, completion = direct_question(record.question), f"\\boxed{{{record.answer}}}"
         elif draw < answer_fraction + reasoning_fraction:
-            prompt, completion = text_reasoning_example(record, seed)
+            prompt, completion = text_reasoning_example(record, teacher)
         else:
             prompt, completion = CAPTION_PROMPT, record.caption or ""
         rows.append(
@@ -130,15 +135,11 @@ def build_training_rows(
     return rows
 
 
-def text_reasoning_example(record: Record, seed: int) -> tuple[str, str]:
-    """(prompt, completion): exact caption + question -> a verified step-by-step solution."""
+def text_reasoning_example(record: Record, teacher: Any) -> tuple[str, str]:
+    """(prompt, completion): exact caption + question -> the offline ``teacher``'s verified solution."""
     from vlthinker.answers import extract_answer, grade
     from vlthinker.steps.traces import Trace, split_chain
-    from vlthinker.teacher.offline import OfflineTeacher, OfflineTeacherConfig
 
-    teacher = OfflineTeacher(
-        OfflineTeacherConfig(reflection_prob=0.0, error_prob=0.0, long_prob=0.0, verbosity_max=0, seed=seed)
-    )
     chain = teacher.sample(
         record.id, record.caption or "", record.question, record.task, _question_type(record), 1
     )[0]
