@@ -66,6 +66,13 @@ def resolve_stores(
     )
 
 
+def embedded_database(tracking_uri: str) -> Path | None:
+    """The SQLite file of an embedded MLflow store (``sqlite:///PATH``); None for any other URI."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri.removeprefix("sqlite:///"))
+
+
 _initialized: set[str] = set()
 _init_guard = threading.Lock()
 
@@ -77,7 +84,8 @@ def initialize_embedded_store(tracking_uri: str) -> None:
     one fail with "table experiments already exists" (e.g. two ``vlthinker step`` commands started
     together on a fresh state directory). Other tracking URIs are left alone.
     """
-    if not tracking_uri.startswith("sqlite:///"):
+    database = embedded_database(tracking_uri)
+    if database is None:
         return
     with _init_guard:
         if tracking_uri in _initialized:
@@ -86,7 +94,6 @@ def initialize_embedded_store(tracking_uri: str) -> None:
 
         from mlflow import MlflowClient
 
-        database = Path(tracking_uri.removeprefix("sqlite:///"))
         database.parent.mkdir(parents=True, exist_ok=True)
         with open(database.with_name(database.name + ".init-lock"), "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

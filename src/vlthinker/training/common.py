@@ -436,13 +436,13 @@ class MLflowRun:
         """The experiment's id; created on first use, with an embedded (SQLite) store's artifacts in
         ``mlartifacts/<name>`` beside the database, as ``vlthinker.state`` lays the state dir out."""
         from vlthinker.registry.client import RegistryError
+        from vlthinker.state import embedded_database
 
         found = self.call(f"get experiment {name}", self.client.get_experiment_by_name, name)
         if found is not None:
             return found.experiment_id
-        location = None
-        if tracking_uri.startswith("sqlite:///"):
-            location = str(Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name)
+        database = embedded_database(tracking_uri)
+        location = str(database.parent / "mlartifacts" / name) if database is not None else None
         try:
             return self.call(
                 f"create experiment {name}", self.client.create_experiment, name, artifact_location=location
