@@ -68,6 +68,7 @@ def test_cache_key_follows_config_and_seed():
     assert cache_key(base) == cache_key(load_config(None, SMALL))
     assert cache_key(base) != cache_key(load_config(None, {**SMALL, "model.seed": 1}))
     assert cache_key(base) != cache_key(load_config(None, {**SMALL, "pretrain.steps": 5}))
+    assert cache_key(base) != cache_key(load_config(None, {**SMALL, "pretrain.batching": "mixed"}))
     assert cache_key(base) == cache_key(load_config(None, {**SMALL, "distill.k": 2})), "unrelated sections"
 
 
@@ -85,6 +86,7 @@ def test_training_mix_follows_the_fractions_and_reasoning_examples_verify():
     config = load_config(None)
     items = synthetic_items(config, 300, seed=10_000, split="train")
     rows = build_training_rows(items, answer_fraction=0.3, seed=0, reasoning_fraction=0.4)
+    assert all(row["kind"] == _kind(row) for row in rows), "each row names its own kind"
     kinds = Counter(_kind(row) for row in rows)
     assert abs(kinds["answer"] / 300 - 0.3) < 0.1 and abs(kinds["reasoning"] / 300 - 0.4) < 0.1
     assert kinds["caption"] > 0
@@ -105,3 +107,56 @@ def test_training_mix_follows_the_fractions_and_reasoning_examples_verify():
 def test_training_mix_fractions_over_one_are_a_config_error():
     with pytest.raises(ConfigError, match="reasoning_fraction"):
         load_config(None, {"pretrain.answer_fraction": 0.7, "pretrain.reasoning_fraction": 0.4})
+
+
+def test_each_step_holds_one_micro_batch_per_kind_in_the_mix_shares():
+    from vlthinker.model.batching import kind_step_batches, step_allocation
+
+    kinds = ["answer"] * 70 + ["caption"] * 50 + ["reasoning"] * 30
+    assert step_allocation(kinds, 16) == {"answer": 8, "caption": 5, "reasoning": 3}
+    batches = kind_step_batches(kinds, batch_size=16, steps=50, seed=0)
+    assert batches == kind_step_batches(kinds, 16, 50, seed=0)
+    assert batches != kind_step_batches(kinds, 16, 50, seed=1)
+    assert len(batches) == 3 * 50
+    for step in range(50):
+        micro = batches[3 * step : 3 * step + 3]
+        assert [{kinds[i] for i in batch} for batch in micro] == [{"answer"}, {"caption"}, {"reasoning"}]
+        assert [len(batch) for batch in micro] == [8, 5, 3]
+    # each kind's rows are all served before any of them is served again (an epoch per kind)
+    answers = [i for batch in batches[0::3] for i in batch]
+    assert sorted(answers[:70]) == list(range(70)) and sorted(answers[70:140]) == list(range(70))
+
+
+def test_every_kind_gets_a_row_per_step_or_a_clear_error():
+    from vlthinker.model.batching import step_allocation
+
+    kinds = ["answer"] * 97 + ["caption"] * 2 + ["reasoning"]
+    assert step_allocation(kinds, 8) == {"answer": 6, "caption": 1, "reasoning": 1}
+    with pytest.raises(ValueError, match="batch_size 2 cannot hold one row of each of the 3 kinds"):
+        step_allocation(kinds, 2)
+    with pytest.raises(ValueError, match="no training rows"):
+        step_allocation([], 8)
+
+
+def test_a_step_loss_is_its_summed_token_loss_over_one_constant():
+    from types import SimpleNamespace
+
+    from vlthinker.model.batching import kind_step_trainer, mean_tokens_per_step
+
+    class Trainer:  # the one method of transformers' Trainer whose count the subclass replaces
+        model_accepts_loss_kwargs = False
+        args = SimpleNamespace(world_size=1)
+
+        def get_batch_samples(self, iterator, num_batches, device):
+            return [next(iterator) for _ in range(num_batches)], 7  # 7: these batches' own count
+
+    assert mean_tokens_per_step([2, 10, 30], [[0, 1], [2], [2]], steps=2) == 72 / 2
+    trainer = kind_step_trainer(Trainer, [[0, 1], [2]], 36.0)()
+    batches, count = trainer.get_batch_samples(iter([{"a": 1}, {"a": 2}]), 2, "cpu")
+    assert batches == [{"a": 1}, {"a": 2}]
+    # the trainer itself divides each micro-batch's loss by 2 (a model without loss kwargs)
+    assert float(count) == 36.0 / 2
+    trainer.model_accepts_loss_kwargs = True
+    trainer.args = SimpleNamespace(world_size=2)
+    _, count = trainer.get_batch_samples(iter([1, 2]), 2, "cpu")
+    assert float(count) == 36.0 * 2, "a model scaling its own loss: the whole step's count, every rank"

@@ -103,6 +103,11 @@ class PretrainConfig(_Section):
         description="share of text-reasoning examples (exact caption + question in the prompt -> a correct "
         "step-by-step solution): the language skills (reading, copying, arithmetic) an instruct VLM has",
     )
+    batching: Literal["by_kind", "mixed"] = Field(
+        default="by_kind",
+        description="by_kind: each batch holds one kind of example (answer, caption or text reasoning), kinds "
+        "in random order, so a short example is not padded to a long one; mixed: plain random batches",
+    )
     n_train: int = Field(default=2000, ge=1, description="synthetic items generated for pretraining")
     n_heldout: int = Field(default=300, ge=1, description="held-out items the base is scored on")
     max_new_tokens: int = Field(default=12, ge=1)

@@ -33,7 +33,7 @@ from vlthinker.prompts import (
 )
 from vlthinker.records import Record, sha256_bytes
 
-RECIPE_VERSION = 5  # bump when the pretraining code changes what it produces
+RECIPE_VERSION = 6  # bump when the pretraining code changes what it produces
 PRETRAIN_SEED_OFFSET = 10_000  # pretraining items come from their own seed stream
 REPORT_FILE = "base_report.json"
 
@@ -108,7 +108,7 @@ def build_training_rows(
 ) -> list[dict]:
     """One example per item: a direct boxed answer, a text-reasoning example, or else a caption.
 
-    Each item's kind is drawn with probabilities ``answer_fraction`` and ``reasoning_fraction`` (the
+    Each row names its kind (``answer``, ``reasoning`` or ``caption``) under ``"kind"``. Each item's kind is drawn with probabilities ``answer_fraction`` and ``reasoning_fraction`` (the
     rest are captions). A text-reasoning example shows the exact caption beside the image and asks for
     step-by-step reasoning; its target is a correct chain of the offline teacher (no slips, no
     reflections), so the model learns to read a scene description, copy values and do the arithmetic:
@@ -124,13 +124,22 @@ def build_training_rows(
     for record, image in items:
         draw = rng.random()
         if draw < answer_fraction:
-            prompt, completion = direct_question(record.question), f"\\boxed{{{record.answer}}}"
+            kind, prompt, completion = (
+                "answer",
+                direct_question(record.question),
+                f"\\boxed{{{record.answer}}}",
+            )
         elif draw < answer_fraction + reasoning_fraction:
-            prompt, completion = text_reasoning_example(record, teacher)
+            kind, (prompt, completion) = "reasoning", text_reasoning_example(record, teacher)
         else:
-            prompt, completion = CAPTION_PROMPT, record.caption or ""
+            kind, prompt, completion = "caption", CAPTION_PROMPT, record.caption or ""
         rows.append(
-            {"prompt": user_message(prompt), "completion": assistant_message(completion), "images": [image]}
+            {
+                "prompt": user_message(prompt),
+                "completion": assistant_message(completion),
+                "images": [image],
+                "kind": kind,
+            }
         )
     return rows
 
@@ -149,6 +158,40 @@ def text_reasoning_example(record: Record, teacher: Any) -> tuple[str, str]:
         raise ValueError(f"pretraining item {record.id!r}: the offline teacher's solution does not verify")
     prompt = f"Image description: {record.caption}\n\n{reasoning_question(record.question)}"
     return prompt, Trace(reasoning=parts[0], answer=final, truncated=False).completion
+
+
+def pretraining_trainer(rows: list[dict], config: Config, tokenizer: Any) -> tuple[type, Any, int]:
+    """(trainer class, dataset, gradient accumulation steps) for the pretraining rows.
+
+    ``by_kind``: every optimizer step accumulates one micro-batch per kind of example
+    (``kind_step_batches``), and its summed token loss is divided by the mean loss tokens per step,
+    so a step's gradient is a mixed batch's without the padding; ``mixed``: plain random batches of
+    ``batch_size``, each batch's loss its own token mean.
+    """
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from vlthinker.model.batching import kind_step_batches, kind_step_trainer, mean_tokens_per_step
+
+    p = config.pretrain
+    kinds = [row.pop("kind") for row in rows]
+    dataset = Dataset.from_list(rows)
+    if p.batching == "mixed":
+        return SFTTrainer, dataset, 1
+    batches = kind_step_batches(kinds, p.batch_size, p.steps, p.seed)
+    tokens = [_completion_tokens(tokenizer, row) for row in rows]
+    per_step = len(set(kinds))
+    return (
+        kind_step_trainer(SFTTrainer, batches, mean_tokens_per_step(tokens, batches, p.steps)),
+        dataset,
+        per_step,
+    )
+
+
+def _completion_tokens(tokenizer: Any, row: dict) -> int:
+    """Tokens of an assistant completion the loss is taken on: its text and the closing ``<|im_end|>``."""
+    text = "".join(part["text"] for message in row["completion"] for part in message["content"])
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1
 
 
 def caption_rows(items: list[tuple[Record, Any]]) -> list[dict]:
@@ -224,14 +267,15 @@ def _majority_baseline(records: list[Record]) -> float:
     return hits / max(len(records), 1)
 
 
-def _trainer_args(config: Config, output_dir: str, device: str):
+def _trainer_args(config: Config, output_dir: str, device: str, accumulation: int = 1):
     from trl import SFTConfig
 
     p = config.pretrain
     on_gpu = device.startswith("cuda")
     return SFTConfig(
         output_dir=output_dir,
-        per_device_train_batch_size=p.batch_size,
+        per_device_train_batch_size=p.batch_size,  # by_kind: the micro-batches come from the trainer class
+        gradient_accumulation_steps=accumulation,
         per_device_eval_batch_size=p.eval_batch_size,
         max_steps=p.steps,
         learning_rate=p.learning_rate,
@@ -256,7 +300,6 @@ def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
     """Build the tiny model, pretrain it, score it, and save it into ``model_dir``."""
     import torch
     from datasets import Dataset
-    from trl import SFTTrainer
 
     from vlthinker.backends.hf import SamplingParams, generate
     from vlthinker.model.loader import LoadedModel, default_device, load_model, save_model
@@ -271,16 +314,18 @@ def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
     log(f"pretrain: generating {p.n_train} training and {p.n_heldout} held-out synthetic items")
     train_items = synthetic_items(config, p.n_train, PRETRAIN_SEED_OFFSET + p.seed, "train")
     heldout_items = synthetic_items(config, p.n_heldout, config.data.seed, "heldout")
-    train_ds = Dataset.from_list(
-        build_training_rows(train_items, p.answer_fraction, p.seed, p.reasoning_fraction)
+    trainer_cls, train_ds, accumulation = pretraining_trainer(
+        build_training_rows(train_items, p.answer_fraction, p.seed, p.reasoning_fraction),
+        config,
+        loaded.processor.tokenizer,
     )
     caption_eval_ds = Dataset.from_list(caption_rows(heldout_items))
 
     with tempfile.TemporaryDirectory(prefix="vlthinker-pretrain-") as scratch:
         loaded.model.train()
-        trainer = SFTTrainer(
+        trainer = trainer_cls(
             model=loaded.model,
-            args=_trainer_args(config, scratch, device),
+            args=_trainer_args(config, scratch, device, accumulation),
             train_dataset=train_ds,
             eval_dataset=caption_eval_ds,
             processing_class=loaded.processor,
