@@ -160,3 +160,40 @@ def test_a_step_loss_is_its_summed_token_loss_over_one_constant():
     trainer.args = SimpleNamespace(world_size=2)
     _, count = trainer.get_batch_samples(iter([1, 2]), 2, "cpu")
     assert float(count) == 36.0 * 2, "a model scaling its own loss: the whole step's count, every rank"
+
+
+def test_vision_lr_scale_zero_freezes_the_vision_tower_and_projector(tmp_path):
+    from safetensors.torch import load_file
+
+    from vlthinker.model.tiny import build_tiny
+
+    config = load_config(None, {**SMALL, "pretrain.vision_lr_scale": 0.0})
+    pretrain_base(config, tmp_path / "base", log=lambda _: None)
+    init = load_file(
+        build_tiny(tmp_path / "init", seed=config.model.seed, spec=config.model.tiny) / "model.safetensors"
+    )
+    trained = load_file(tmp_path / "base" / "model.safetensors")
+    vision = [name for name in init if ".visual." in f".{name}"]
+    assert vision and all(init[name].equal(trained[name]) for name in vision), "vision tower untouched"
+    language = [name for name in init if name not in vision]
+    assert any(not init[name].equal(trained[name]) for name in language), "the language model trained"
+
+
+def test_vision_lr_scale_sets_the_vision_parameter_group():
+    from vlthinker.model.loader import load_model
+    from vlthinker.model.pretrain import vision_scaled_optimizer
+    from vlthinker.model.tiny import build_tiny
+
+    config = load_config(None, {**SMALL, "pretrain.vision_lr_scale": 0.1, "pretrain.learning_rate": 0.002})
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        model = load_model(build_tiny(f"{scratch}/m", seed=0, spec=config.model.tiny), device="cpu").model
+    optimizer = vision_scaled_optimizer(model, config)
+    language, vision = optimizer.param_groups
+    assert language["lr"] == 0.002 and abs(vision["lr"] - 0.0002) < 1e-12
+    n_vision = sum(1 for name, _ in model.named_parameters() if ".visual." in f".{name}")
+    assert len(vision["params"]) == n_vision > 0
+    assert len(language["params"]) + n_vision == len(list(model.parameters()))
+    with pytest.raises(ConfigError, match="vision_lr_scale"):
+        load_config(None, {"pretrain.vision_lr_scale": 2})

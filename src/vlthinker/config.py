@@ -103,6 +103,13 @@ class PretrainConfig(_Section):
         description="share of text-reasoning examples (exact caption + question in the prompt -> a correct "
         "step-by-step solution): the language skills (reading, copying, arithmetic) an instruct VLM has",
     )
+    vision_lr_scale: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="learning rate of the vision tower and projector relative to learning_rate (0 = frozen): "
+        "trained at the language model's rate they change under it faster than it learns to read them",
+    )
     batching: Literal["by_kind", "mixed"] = Field(
         default="by_kind",
         description="by_kind: each batch holds one kind of example (answer, caption or text reasoning), kinds "

@@ -188,6 +188,31 @@ def pretraining_trainer(rows: list[dict], config: Config, tokenizer: Any) -> tup
     )
 
 
+def vision_scaled_optimizer(model: Any, config: Config):
+    """AdamW (the trainer's defaults) with the vision tower and projector at ``vision_lr_scale`` times
+    the learning rate; at 0 they are frozen (no gradients computed).
+
+    Measured on one clock-hour question (600 steps, 9600 images): trained at the full rate the tiny
+    model stays at chance (10%, chance 8%) although a linear read-out of its pooled image tokens gets
+    72-88%; vision frozen 40%, at 0.1x 30%. The projector is the part that must not run ahead.
+    """
+    import torch
+
+    p = config.pretrain
+    vision, language = [], []
+    for name, param in model.named_parameters():
+        (vision if ".visual." in f".{name}" else language).append(param)
+    if not vision:
+        raise ValueError("pretraining: the model has no parameters under 'visual' (not a Qwen2.5-VL model?)")
+    groups = [{"params": language, "lr": p.learning_rate}]
+    if p.vision_lr_scale == 0:
+        for param in vision:
+            param.requires_grad_(False)
+    else:
+        groups.append({"params": vision, "lr": p.learning_rate * p.vision_lr_scale})
+    return torch.optim.AdamW(groups, lr=p.learning_rate, weight_decay=p.weight_decay)
+
+
 def _completion_tokens(tokenizer: Any, row: dict) -> int:
     """Tokens of an assistant completion the loss is taken on: its text and the closing ``<|im_end|>``."""
     text = "".join(part["text"] for message in row["completion"] for part in message["content"])
@@ -330,6 +355,7 @@ def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
             eval_dataset=caption_eval_ds,
             processing_class=loaded.processor,
             callbacks=[progress_callback("pretrain", log, p.batch_size)],
+            optimizers=(vision_scaled_optimizer(loaded.model, config), None),
         )
         started = time.monotonic()
         result = trainer.train()
