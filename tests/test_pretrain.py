@@ -167,7 +167,7 @@ def test_vision_lr_scale_zero_freezes_the_vision_tower_and_projector(tmp_path):
 
     from vlthinker.model.tiny import build_tiny
 
-    config = load_config(None, {**SMALL, "pretrain.vision_lr_scale": 0.0})
+    config = load_config(None, {**SMALL, "pretrain.vision_lr_scale": 0.0, "pretrain.center_projector": False})
     pretrain_base(config, tmp_path / "base", log=lambda _: None)
     init = load_file(
         build_tiny(tmp_path / "init", seed=config.model.seed, spec=config.model.tiny) / "model.safetensors"
@@ -177,6 +177,40 @@ def test_vision_lr_scale_zero_freezes_the_vision_tower_and_projector(tmp_path):
     assert vision and all(init[name].equal(trained[name]) for name in vision), "vision tower untouched"
     language = [name for name in init if name not in vision]
     assert any(not init[name].equal(trained[name]) for name in language), "the language model trained"
+
+    # centred: the projector's last bias moves once, before training; nothing else in the tower does
+    centred = load_config(None, {**SMALL, "pretrain.vision_lr_scale": 0.0, "pretrain.center_projector": True})
+    logs: list[str] = []
+    pretrain_base(centred, tmp_path / "centred", log=logs.append)
+    weights = load_file(tmp_path / "centred" / "model.safetensors")
+    moved = [name for name in vision if not init[name].equal(weights[name])]
+    assert moved == ["visual.merger.mlp.2.bias"], moved
+    assert any("projector centred" in line for line in logs)
+
+
+def test_centred_projector_outputs_have_zero_mean_on_its_images(tmp_path):
+    import torch
+
+    from vlthinker.model.loader import load_model
+    from vlthinker.model.pretrain import center_projector
+    from vlthinker.model.tiny import build_tiny
+
+    config = load_config(None, SMALL)
+    loaded = load_model(build_tiny(tmp_path / "m", seed=0, spec=config.model.tiny), device="cpu")
+    images = [image for _, image in synthetic_items(config, 8, seed=3, split="train")]
+    encoded = loaded.processor.image_processor(images=images, return_tensors="pt")
+
+    def tokens():
+        with torch.no_grad():
+            visual = loaded.model.model.visual
+            return visual(encoded["pixel_values"], grid_thw=encoded["image_grid_thw"]).pooler_output
+
+    before = tokens()
+    share = center_projector(loaded, images)
+    after = tokens()
+    assert 0.5 < share < 1.0, "at init most of a token is the shared direction"
+    assert after.mean(0).norm() < 1e-3 * before.mean(0).norm()
+    assert torch.allclose(after, before - before.mean(0), atol=1e-4)
 
 
 def test_vision_lr_scale_sets_the_vision_parameter_group():

@@ -104,11 +104,16 @@ class PretrainConfig(_Section):
         "step-by-step solution): the language skills (reading, copying, arithmetic) an instruct VLM has",
     )
     vision_lr_scale: float = Field(
-        default=1.0,
+        default=0.0,
         ge=0,
         le=1,
         description="learning rate of the vision tower and projector relative to learning_rate (0 = frozen): "
         "trained at the language model's rate they change under it faster than it learns to read them",
+    )
+    center_projector: bool = Field(
+        default=True,
+        description="before training, subtract the projector's mean output over pretraining images from its "
+        "bias, so image tokens differ in more than one shared direction (a data-dependent init)",
     )
     batching: Literal["by_kind", "mixed"] = Field(
         default="by_kind",

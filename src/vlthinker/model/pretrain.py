@@ -36,6 +36,7 @@ from vlthinker.records import Record, sha256_bytes
 RECIPE_VERSION = 6  # bump when the pretraining code changes what it produces
 PRETRAIN_SEED_OFFSET = 10_000  # pretraining items come from their own seed stream
 REPORT_FILE = "base_report.json"
+CENTERING_IMAGES = 64  # pretraining images whose mean projector output center_projector removes
 
 Log = Callable[[str], None]
 
@@ -213,6 +214,31 @@ def vision_scaled_optimizer(model: Any, config: Config):
     return torch.optim.AdamW(groups, lr=p.learning_rate, weight_decay=p.weight_decay)
 
 
+def center_projector(loaded: Any, images: list[Any]) -> float:
+    """Subtract the projector's mean output token over ``images`` from its last bias; return the
+    removed mean's norm as a share of the mean token norm.
+
+    At init ~90% of every image token is one shared direction (white background, the GELU's positive
+    mean), and the language model has to learn to see past it. Centred, with the vision tower frozen
+    (``vision_lr_scale`` 0, so the centring stays true), one clock-hour question went from chance to
+    96% in 600 steps (frozen alone 40%, centred alone 10%: the tower drifts off its centre).
+    """
+    import torch
+
+    model = loaded.model
+    merger = model.model.visual.merger
+    last = merger.mlp[-1]
+    if not isinstance(last, torch.nn.Linear) or last.bias is None:
+        raise ValueError("center_projector: the projector's last layer is not a Linear with a bias")
+    encoded = loaded.processor.image_processor(images=images, return_tensors="pt")
+    with torch.no_grad():
+        pixels = encoded["pixel_values"].to(model.device, dtype=model.model.visual.dtype)
+        tokens = model.model.visual(pixels, grid_thw=encoded["image_grid_thw"].to(model.device)).pooler_output
+        mean = tokens.mean(0)
+        last.bias.sub_(mean)
+    return float(mean.norm() / tokens.norm(dim=-1).mean())
+
+
 def _completion_tokens(tokenizer: Any, row: dict) -> int:
     """Tokens of an assistant completion the loss is taken on: its text and the closing ``<|im_end|>``."""
     text = "".join(part["text"] for message in row["completion"] for part in message["content"])
@@ -339,6 +365,9 @@ def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
     log(f"pretrain: generating {p.n_train} training and {p.n_heldout} held-out synthetic items")
     train_items = synthetic_items(config, p.n_train, PRETRAIN_SEED_OFFSET + p.seed, "train")
     heldout_items = synthetic_items(config, p.n_heldout, config.data.seed, "heldout")
+    if p.center_projector:
+        share = center_projector(loaded, [image for _, image in train_items[:CENTERING_IMAGES]])
+        log(f"pretrain: projector centred (its mean output was {share:.0%} of an image token's norm)")
     trainer_cls, train_ds, accumulation = pretraining_trainer(
         build_training_rows(train_items, p.answer_fraction, p.seed, p.reasoning_fraction),
         config,
