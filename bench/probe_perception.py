@@ -12,7 +12,10 @@ question about one shape drawn in a random cell of the 4x4 grid, then scores 100
 Variants: ``--center`` subtracts the projector's mean output (measured on 64 synthetic images) from
 its bias, so image tokens differ in more than a shared direction (at init that shared direction is
 ~98% of a token's norm); ``--tint A`` shades the white background by A grey levels per 14-px patch
-step (red channel by column, blue by row), an absolute position cue drawn into the pixels.
+step (red channel by column, blue by row), an absolute position cue drawn into the pixels;
+``--freeze-vision`` trains the language model only. ``--probe`` also takes any question type of the
+synthetic families (e.g. ``clock_hour``: 600 steps at chance as pretraining trains, 40% frozen, 96%
+frozen and centred).
 
 Also prints a linear probe on the vision tower before training: can a logistic regression read the
 attribute from the shape's own token? (It reads colour perfectly; row only with a tint: Qwen2.5-VL's
@@ -23,6 +26,7 @@ vision tower has rotary position only, so on a plain background the token holds 
     # a curriculum: colour first (teaches attention to the shape's token), then the row
     python bench/probe_perception.py --probe colour --steps 600 --tint 40 --tint-cell 28 --save /tmp/colour
     python bench/probe_perception.py --probe row --steps 400 --tint 40 --tint-cell 28 --init /tmp/colour
+    python bench/probe_perception.py --probe clock_hour --steps 600 --freeze-vision --center
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import argparse
 import random
 import tempfile
 import time
+
+from vlthinker.sources.synthetic import ANSWER_SPACES as QUESTION_TYPES
 
 PROBES = {
     "colour": ("What colour is the shape?", 5),
@@ -56,7 +62,14 @@ def tinted(image, amplitude: float, cell: int = 14):
 
 
 def make_items(n: int, seed: int, probe: str, tint: float, cell: int = 14):
-    """(image, question, answer) triples: one shape in a random cell."""
+    """(image, question, answer) triples: one shape in a random cell, or a synthetic question type."""
+    from vlthinker.sources import synthetic
+
+    if probe not in PROBES:  # a question type of the synthetic families, e.g. clock_hour
+        maker = getattr(synthetic, probe)
+        rng = random.Random(seed)
+        made = [maker(rng, 112) for _ in range(n)]
+        return [(tinted(q.image, tint, cell) if tint else q.image, q.question, q.answer, None) for q in made]
     from vlthinker.sources.draw import COLOR_NAMES, SHAPES, draw_cell_shape, new_canvas
 
     rng = random.Random(seed)
@@ -121,10 +134,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--probe", choices=sorted(PROBES), default="colour")
+    parser.add_argument(
+        "--probe",
+        choices=sorted(PROBES) + sorted(QUESTION_TYPES),
+        default="colour",
+        help="a single-shape probe, or a question type of the synthetic families (e.g. clock_hour)",
+    )
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--learning-rate", type=float, default=None, help="default: pretrain.learning_rate")
     parser.add_argument("--center", action="store_true", help="centre the projector output at init")
+    parser.add_argument(
+        "--freeze-vision",
+        action="store_true",
+        help="train the language model only (tower + projector frozen)",
+    )
     parser.add_argument("--tint", type=float, default=0.0, help="background shading per patch step")
     parser.add_argument(
         "--tint-cell", type=int, default=14, help="pixels per tint step (14: a patch, 28: a token)"
@@ -167,7 +190,14 @@ def main() -> None:
         model_dir = args.init or build_tiny(f"{scratch}/model", seed=args.seed)
         loaded = load_model(model_dir, device="cpu")
         shared = center_projector(loaded.model, loaded.processor, args.seed) if args.center else None
-        linear = linear_probe(loaded.model, loaded.processor, args.probe, args.tint, cell)
+        linear = (
+            linear_probe(loaded.model, loaded.processor, args.probe, args.tint, cell)
+            if args.probe in PROBES
+            else None
+        )
+        if args.freeze_vision:
+            for param in loaded.model.model.visual.parameters():
+                param.requires_grad_(False)
         loaded.model.train()
         trainer = SFTTrainer(
             model=loaded.model,
@@ -191,7 +221,7 @@ def main() -> None:
     accuracy = sum(
         f"\\boxed{{{a}}}" in out[0] for (_, _, a, _), out in zip(test, outputs, strict=True)
     ) / len(test)
-    chance = 1 / PROBES[args.probe][1]
+    chance = 1 / (PROBES[args.probe][1] if args.probe in PROBES else len(QUESTION_TYPES[args.probe]))
     variant = (
         ", ".join(
             part
@@ -200,13 +230,15 @@ def main() -> None:
                 if shared is not None
                 else "",
                 f"tint {args.tint:g}" if args.tint else "",
+                "vision frozen" if args.freeze_vision else "",
             )
             if part
         )
         or "plain"
     )
     print(f"probe {args.probe} ({variant}): {args.steps} steps in {seconds:.0f}s")
-    print(f"linear probe on the vision tower before training: {linear:.0%}")
+    if linear is not None:
+        print(f"linear probe on the vision tower before training: {linear:.0%}")
     print(f"held-out accuracy {accuracy:.0%}, chance {chance:.0%}: ratio to chance {accuracy / chance:.2f}")
 
 
