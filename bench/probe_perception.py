@@ -87,31 +87,25 @@ def make_items(n: int, seed: int, probe: str, tint: float, cell: int = 14):
 
 
 def vision_tokens(model, processor, image):
-    import torch
+    from vlthinker.model.pretrain import image_tokens
 
-    enc = processor.image_processor(images=[image], return_tensors="pt")
-    with torch.no_grad():
-        return model.model.visual(enc["pixel_values"], grid_thw=enc["image_grid_thw"]).pooler_output
+    return image_tokens(model, processor, [image])
 
 
 def center_projector(model, processor, seed: int) -> float:
-    """Subtract the projector's mean output over synthetic images from its bias; return the share removed."""
+    """Centre the projector on 64 synthetic images (as base pretraining does); return the share removed."""
     import io
 
-    import torch
     from PIL import Image
 
+    from vlthinker.model import pretrain
     from vlthinker.sources.generate import ALL_TASKS, generate_items
 
-    feats = [
-        vision_tokens(model, processor, Image.open(io.BytesIO(png)).convert("RGB"))
-        for _, png in generate_items(64, seed=seed, split="train", tasks=ALL_TASKS)
+    images = [
+        Image.open(io.BytesIO(png)).convert("RGB")
+        for _, png in generate_items(pretrain.CENTERING_IMAGES, seed=seed, split="train", tasks=ALL_TASKS)
     ]
-    tokens = torch.cat(feats)
-    mean = tokens.mean(0)
-    with torch.no_grad():
-        model.model.visual.merger.mlp[2].bias.sub_(mean)
-    return float(mean.norm() / tokens.norm(dim=-1).mean())
+    return pretrain.center_projector(model, processor, images)
 
 
 def linear_probe(model, processor, probe: str, tint: float, cell: int) -> float:

@@ -23,13 +23,10 @@ QUESTION_TYPES = ("clock_hour", "count_all", "rect_area", "bar_max_value")
 
 def pooled_tokens(loaded, images):
     import numpy as np
-    import torch
 
-    encoded = loaded.processor.image_processor(images=images, return_tensors="pt")
-    with torch.no_grad():
-        tokens = loaded.model.model.visual(
-            encoded["pixel_values"], grid_thw=encoded["image_grid_thw"]
-        ).pooler_output.numpy()
+    from vlthinker.model.pretrain import image_tokens
+
+    tokens = image_tokens(loaded.model, loaded.processor, images).numpy()
     tokens = tokens.reshape(len(images), -1, tokens.shape[-1])
     tokens = tokens / np.sqrt((tokens**2).mean(-1, keepdims=True))
     return tokens.mean(1)

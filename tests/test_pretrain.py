@@ -206,7 +206,7 @@ def test_centred_projector_outputs_have_zero_mean_on_its_images(tmp_path):
             return visual(encoded["pixel_values"], grid_thw=encoded["image_grid_thw"]).pooler_output
 
     before = tokens()
-    share = center_projector(loaded, images)
+    share = center_projector(loaded.model, loaded.processor, images)
     after = tokens()
     assert 0.5 < share < 1.0, "at init most of a token is the shared direction"
     assert after.mean(0).norm() < 1e-3 * before.mean(0).norm()

@@ -117,8 +117,9 @@ class PretrainConfig(_Section):
     )
     batching: Literal["by_kind", "mixed"] = Field(
         default="by_kind",
-        description="by_kind: each batch holds one kind of example (answer, caption or text reasoning), kinds "
-        "in random order, so a short example is not padded to a long one; mixed: plain random batches",
+        description="by_kind: each optimizer step accumulates one micro-batch per kind of example (answer, "
+        "caption, text reasoning) in the kinds' shares, so a short example is not padded to a long one; "
+        "mixed: plain random batches",
     )
     n_train: int = Field(default=2000, ge=1, description="synthetic items generated for pretraining")
     n_heldout: int = Field(default=300, ge=1, description="held-out items the base is scored on")

@@ -109,8 +109,9 @@ def build_training_rows(
 ) -> list[dict]:
     """One example per item: a direct boxed answer, a text-reasoning example, or else a caption.
 
-    Each row names its kind (``answer``, ``reasoning`` or ``caption``) under ``"kind"``. Each item's kind is drawn with probabilities ``answer_fraction`` and ``reasoning_fraction`` (the
-    rest are captions). A text-reasoning example shows the exact caption beside the image and asks for
+    Each row names its kind (``answer``, ``reasoning`` or ``caption``) under ``"kind"``. Each item's
+    kind is drawn with probabilities ``answer_fraction`` and ``reasoning_fraction`` (the rest are
+    captions). A text-reasoning example shows the exact caption beside the image and asks for
     step-by-step reasoning; its target is a correct chain of the offline teacher (no slips, no
     reflections), so the model learns to read a scene description, copy values and do the arithmetic:
     the language skills the instruct VLM the paper starts from already has.
@@ -199,10 +200,10 @@ def vision_scaled_optimizer(model: Any, config: Config):
     """
     import torch
 
+    from vlthinker.training.common import vision_parameters
+
     p = config.pretrain
-    vision, language = [], []
-    for name, param in model.named_parameters():
-        (vision if ".visual." in f".{name}" else language).append(param)
+    vision, language = vision_parameters(model)
     if not vision:
         raise ValueError("pretraining: the model has no parameters under 'visual' (not a Qwen2.5-VL model?)")
     groups = [{"params": language, "lr": p.learning_rate}]
@@ -214,7 +215,19 @@ def vision_scaled_optimizer(model: Any, config: Config):
     return torch.optim.AdamW(groups, lr=p.learning_rate, weight_decay=p.weight_decay)
 
 
-def center_projector(loaded: Any, images: list[Any]) -> float:
+def image_tokens(model: Any, processor: Any, images: list[Any]):
+    """The projector's output tokens for ``images`` (what the language model sees), all images'
+    tokens one after the other: a ``(n_images * tokens_per_image, hidden)`` tensor."""
+    import torch
+
+    encoded = processor.image_processor(images=images, return_tensors="pt")
+    visual = model.model.visual
+    with torch.no_grad():
+        pixels = encoded["pixel_values"].to(model.device, dtype=visual.dtype)
+        return visual(pixels, grid_thw=encoded["image_grid_thw"].to(model.device)).pooler_output
+
+
+def center_projector(model: Any, processor: Any, images: list[Any]) -> float:
     """Subtract the projector's mean output token over ``images`` from its last bias; return the
     removed mean's norm as a share of the mean token norm.
 
@@ -225,16 +238,12 @@ def center_projector(loaded: Any, images: list[Any]) -> float:
     """
     import torch
 
-    model = loaded.model
-    merger = model.model.visual.merger
-    last = merger.mlp[-1]
+    last = model.model.visual.merger.mlp[-1]
     if not isinstance(last, torch.nn.Linear) or last.bias is None:
         raise ValueError("center_projector: the projector's last layer is not a Linear with a bias")
-    encoded = loaded.processor.image_processor(images=images, return_tensors="pt")
+    tokens = image_tokens(model, processor, images)
+    mean = tokens.mean(0)
     with torch.no_grad():
-        pixels = encoded["pixel_values"].to(model.device, dtype=model.model.visual.dtype)
-        tokens = model.model.visual(pixels, grid_thw=encoded["image_grid_thw"].to(model.device)).pooler_output
-        mean = tokens.mean(0)
         last.bias.sub_(mean)
     return float(mean.norm() / tokens.norm(dim=-1).mean())
 
@@ -366,7 +375,8 @@ def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
     train_items = synthetic_items(config, p.n_train, PRETRAIN_SEED_OFFSET + p.seed, "train")
     heldout_items = synthetic_items(config, p.n_heldout, config.data.seed, "heldout")
     if p.center_projector:
-        share = center_projector(loaded, [image for _, image in train_items[:CENTERING_IMAGES]])
+        images = [image for _, image in train_items[:CENTERING_IMAGES]]
+        share = center_projector(loaded.model, loaded.processor, images)
         log(f"pretrain: projector centred (its mean output was {share:.0%} of an image token's norm)")
     trainer_cls, train_ds, accumulation = pretraining_trainer(
         build_training_rows(train_items, p.answer_fraction, p.seed, p.reasoning_fraction),

@@ -153,6 +153,17 @@ def _under(name: str, prefix: str | None) -> bool:
     return prefix is not None and (name == prefix or name.startswith(prefix + "."))
 
 
+def vision_parameters(model) -> tuple[list, list]:
+    """(parameters of the vision tower and projector, all other parameters)."""
+    tower_path, projector_path = vision_parts(model)
+    vision, other = [], []
+    for name, parameter in model.named_parameters():
+        module = name.removeprefix("base_model.model.")
+        in_vision = _under(module, tower_path) or _under(module, projector_path)
+        (vision if in_vision else other).append(parameter)
+    return vision, other
+
+
 def freeze_vision(model, vision_tower: bool, projector: bool, log: Log = print) -> FreezeReport:
     """Set ``requires_grad=False`` on the vision tower (projector excluded) and/or the projector."""
     tower_path, projector_path = vision_parts(model)
