@@ -85,13 +85,17 @@ def test_training_mix_follows_the_fractions_and_reasoning_examples_verify():
 
     config = load_config(None)
     items = synthetic_items(config, 300, seed=10_000, split="train")
-    rows = build_training_rows(items, answer_fraction=0.3, seed=0, reasoning_fraction=0.4)
+    answer_items = synthetic_items(config, 40, seed=20_000, split="train", max_difficulty=1)
+    assert {record.difficulty for record, _ in answer_items} == {1}
+    rows = build_training_rows(answer_items, items, reasoning_share=0.4, seed=0)
     assert all(row["kind"] == _kind(row) for row in rows), "each row names its own kind"
     kinds = Counter(_kind(row) for row in rows)
-    assert abs(kinds["answer"] / 300 - 0.3) < 0.1 and abs(kinds["reasoning"] / 300 - 0.4) < 0.1
-    assert kinds["caption"] > 0
+    assert kinds["answer"] == 40, "one direct answer per answer item"
+    assert abs(kinds["reasoning"] / 300 - 0.4) < 0.1 and kinds["caption"] + kinds["reasoning"] == 300
     assert all(len(row["images"]) == 1 for row in rows), "every example shows its image"
-    for (record, _), row in zip(items, rows, strict=True):
+    for (record, _), row in zip(answer_items, rows[:40], strict=True):
+        assert row["completion"][0]["content"][0]["text"] == f"\\boxed{{{record.answer}}}"
+    for (record, _), row in zip(items, rows[40:], strict=True):
         if _kind(row) != "reasoning":
             continue
         prompt = row["prompt"][0]["content"][-1]["text"]
@@ -100,8 +104,55 @@ def test_training_mix_follows_the_fractions_and_reasoning_examples_verify():
         assert completion.startswith("<think>") and completion.count("<answer>") == 1
         assert grade(extract_answer(completion), record.answer, record.choices), record.id
         assert "Wait" not in completion, "clean solutions: no reflections"
-    without = build_training_rows(items, answer_fraction=0.5, seed=0, reasoning_fraction=0.0)
-    assert "reasoning" not in Counter(_kind(row) for row in without)
+    without = build_training_rows([], items, reasoning_share=0.0, seed=0)
+    assert set(Counter(_kind(row) for row in without)) == {"caption"}
+
+
+def test_direct_answers_come_from_easy_questions_in_their_share_and_steps_hold_the_configured_shares():
+    from vlthinker.model.batching import kind_step_batches
+    from vlthinker.model.pretrain import pretraining_items, pretraining_trainer
+
+    config = load_config(
+        None,
+        {
+            **SMALL,
+            "pretrain.answer_items": 30,
+            "pretrain.n_train": 30,
+            "pretrain.answer_fraction": 0.5,
+            "pretrain.reasoning_fraction": 0.25,
+            "pretrain.batch_size": 8,
+            "pretrain.answer_easy_share": 1.0,
+        },
+    )
+    answer_items, items = pretraining_items(config)
+    assert len(answer_items) == 30 and {r.difficulty for r, _ in answer_items} == {1}
+    half = load_config(None, {**SMALL, "pretrain.answer_items": 30, "pretrain.answer_easy_share": 0.5})
+    mixed_answers, _ = pretraining_items(half)
+    assert {r.difficulty for r, _ in mixed_answers[:15]} == {1}
+    assert {r.difficulty for r, _ in mixed_answers[15:]} == {1, 2, 3}
+    assert {r.difficulty for r, _ in items} == {1, 2, 3}
+    assert not {r.image_sha256 for r, _ in answer_items} & {r.image_sha256 for r, _ in items}
+    rows = build_training_rows(answer_items, items, reasoning_share=0.5, seed=0)
+    kinds = [row["kind"] for row in rows]
+    _, dataset, per_step = pretraining_trainer([dict(row) for row in rows], config, _Tokenizer())
+    assert per_step == 3 and len(dataset) == 60
+    # each step holds the configured shares (4/2/2 of 8), not the pools' (30 answers : 30 others)
+    shares = {"answer": 0.5, "reasoning": 0.25, "caption": 0.25}
+    batches = kind_step_batches(kinds, 8, 4, 0, shares)
+    assert [len(b) for b in batches[:3]] == [4, 2, 2]
+    assert [{kinds[i] for i in b} for b in batches[:3]] == [{"answer"}, {"caption"}, {"reasoning"}]
+    # mixed batching: the answers are cut to their share of the rows (30 others -> 30 * 0.5 / 0.5)
+    mixed = config.model_copy(update={"pretrain": config.pretrain.model_copy(update={"batching": "mixed"})})
+    _, dataset, per_step = pretraining_trainer([dict(row) for row in rows], mixed, _Tokenizer())
+    assert per_step == 1 and len(dataset) == 60
+    fewer = build_training_rows(answer_items, items[:10], reasoning_share=0.5, seed=0)
+    _, dataset, _ = pretraining_trainer(fewer, mixed, _Tokenizer())
+    assert len(dataset) == 20, "10 others + 10 answers at answer_fraction 0.5"
+
+
+class _Tokenizer:
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": text.split()}
 
 
 def test_training_mix_fractions_over_one_are_a_config_error():
@@ -231,3 +282,20 @@ def test_vision_lr_scale_sets_the_vision_parameter_group():
     assert len(language["params"]) + n_vision == len(list(model.parameters()))
     with pytest.raises(ConfigError, match="vision_lr_scale"):
         load_config(None, {"pretrain.vision_lr_scale": 2})
+
+
+def test_majority_baseline_uses_the_training_prior_and_falls_back_to_in_sample():
+    from vlthinker.model.pretrain import answer_prior, score_direct_answers
+
+    config = load_config(None)
+    records = [r for r, _ in synthetic_items(config, 60, seed=5, split="heldout")]
+    wrong = ["\\boxed{never}"] * len(records)
+    _, _, in_sample = score_direct_answers(records, wrong)
+    prior = answer_prior(records)
+    _, _, same = score_direct_answers(records, wrong, prior)
+    assert {t: s.majority for t, s in same.items()} == {t: s.majority for t, s in in_sample.items()}
+    # a prior whose most common answer never occurs in the scored items scores 0 on those types
+    absent = {qtype: Counter({"no such answer": 5}) for qtype in prior}
+    _, _, blind = score_direct_answers(records, wrong, absent)
+    assert all(score.majority == 0.0 for score in blind.values())
+    assert all(score.accuracy == 0.0 for score in blind.values())

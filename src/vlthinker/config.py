@@ -90,14 +90,31 @@ class ModelConfig(_Section):
 class PretrainConfig(_Section):
     """Base pretraining of the tiny model: image → exact caption, direct boxed answers, text reasoning."""
 
-    steps: int = Field(default=800, ge=1)
+    steps: int = Field(default=1600, ge=1)
     batch_size: int = Field(default=16, ge=1)
-    learning_rate: float = Field(default=2e-3, gt=0, le=1)
+    learning_rate: float = Field(default=1e-3, gt=0, le=1)
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
-    answer_fraction: float = Field(default=0.35, ge=0, le=1, description="share of direct-answer examples")
+    answer_fraction: float = Field(
+        default=0.6, ge=0, le=1, description="share of each step's examples that are direct answers"
+    )
+    answer_max_difficulty: int = Field(
+        default=1, ge=1, description="difficulty of the 'easy' direct-answer questions (1 = read one thing)"
+    )
+    answer_easy_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="share of the direct answers drawn from easy questions (difficulty <= answer_max_difficulty); "
+        "the rest from every difficulty",
+    )
+    answer_items: int | None = Field(
+        default=None,
+        ge=1,
+        description="distinct synthetic items the direct answers are drawn from (null: twice n_train)",
+    )
     reasoning_fraction: float = Field(
-        default=0.3,
+        default=0.2,
         ge=0,
         le=1,
         description="share of text-reasoning examples (exact caption + question in the prompt -> a correct "
@@ -121,8 +138,10 @@ class PretrainConfig(_Section):
         "caption, text reasoning) in the kinds' shares, so a short example is not padded to a long one; "
         "mixed: plain random batches",
     )
-    n_train: int = Field(default=2000, ge=1, description="synthetic items generated for pretraining")
-    n_heldout: int = Field(default=300, ge=1, description="held-out items the base is scored on")
+    n_train: int = Field(
+        default=2000, ge=1, description="synthetic items for the caption and text-reasoning examples"
+    )
+    n_heldout: int = Field(default=600, ge=1, description="held-out items the base is scored on")
     max_new_tokens: int = Field(default=12, ge=1)
     eval_batch_size: int = Field(default=32, ge=1)
     log_every: int = Field(default=50, ge=1)

@@ -15,12 +15,14 @@ it (10.7%): what one optimizer step sees must stay the mix.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
-def step_allocation(kinds: Sequence[str], batch_size: int) -> dict[str, int]:
-    """Rows of each kind in one step: ``batch_size`` split by the kinds' shares (largest remainder),
-    every kind present in ``kinds`` getting at least one row."""
+def step_allocation(
+    kinds: Sequence[str], batch_size: int, shares: Mapping[str, float] | None = None
+) -> dict[str, int]:
+    """Rows of each kind in one step: ``batch_size`` split by the kinds' ``shares`` (default: their
+    shares of ``kinds``; largest remainder), every kind present in ``kinds`` getting at least one row."""
     if not kinds:
         raise ValueError("no training rows to order")
     counts: dict[str, int] = {}
@@ -32,7 +34,13 @@ def step_allocation(kinds: Sequence[str], batch_size: int) -> dict[str, int]:
             f"batch_size {batch_size} cannot hold one row of each of the {len(names)} kinds of example "
             f"({', '.join(names)}): raise pretrain.batch_size or set pretrain.batching=mixed"
         )
-    exact = {name: batch_size * counts[name] / len(kinds) for name in names}
+    weights = {name: (shares.get(name, 0.0) if shares is not None else counts[name]) for name in names}
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError(
+            f"the shares {dict(shares or {})} give none of the kinds present ({', '.join(names)})"
+        )
+    exact = {name: batch_size * weights[name] / total for name in names}
     alloc = {name: max(1, int(exact[name])) for name in names}
     while sum(alloc.values()) < batch_size:  # largest remainder first (ties: name order)
         name = max(names, key=lambda n: (exact[n] - alloc[n], -names.index(n)))
@@ -43,7 +51,9 @@ def step_allocation(kinds: Sequence[str], batch_size: int) -> dict[str, int]:
     return alloc
 
 
-def kind_step_batches(kinds: Sequence[str], batch_size: int, steps: int, seed: int) -> list[list[int]]:
+def kind_step_batches(
+    kinds: Sequence[str], batch_size: int, steps: int, seed: int, shares: Mapping[str, float] | None = None
+) -> list[list[int]]:
     """Micro-batches of row indices, ``len(kinds present)`` per step for ``steps`` steps.
 
     Step ``s`` is micro-batches ``s*k .. s*k+k-1`` (``k`` kinds, in name order), each of one kind with
@@ -52,7 +62,7 @@ def kind_step_batches(kinds: Sequence[str], batch_size: int, steps: int, seed: i
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    alloc = step_allocation(kinds, batch_size)
+    alloc = step_allocation(kinds, batch_size, shares)
     rng = random.Random(f"kind-steps:{seed}")
     rows: dict[str, list[int]] = {name: [] for name in alloc}
     for index, kind in enumerate(kinds):

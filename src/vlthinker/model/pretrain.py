@@ -33,8 +33,9 @@ from vlthinker.prompts import (
 )
 from vlthinker.records import Record, sha256_bytes
 
-RECIPE_VERSION = 6  # bump when the pretraining code changes what it produces
+RECIPE_VERSION = 7  # bump when the pretraining code changes what it produces
 PRETRAIN_SEED_OFFSET = 10_000  # pretraining items come from their own seed stream
+PRETRAIN_ANSWER_SEED_OFFSET = 20_000  # and its direct-answer items from another
 REPORT_FILE = "base_report.json"
 CENTERING_IMAGES = 64  # pretraining images whose mean projector output center_projector removes
 
@@ -105,16 +106,19 @@ def cache_key(config: Config) -> str:
 
 
 def build_training_rows(
-    items: list[tuple[Record, Any]], answer_fraction: float, seed: int, reasoning_fraction: float
+    answer_items: list[tuple[Record, Any]],
+    items: list[tuple[Record, Any]],
+    reasoning_share: float,
+    seed: int,
 ) -> list[dict]:
-    """One example per item: a direct boxed answer, a text-reasoning example, or else a caption.
+    """Direct boxed answers to ``answer_items``; for each of ``items`` a text-reasoning example (with
+    probability ``reasoning_share``) or else a caption.
 
-    Each row names its kind (``answer``, ``reasoning`` or ``caption``) under ``"kind"``. Each item's
-    kind is drawn with probabilities ``answer_fraction`` and ``reasoning_fraction`` (the rest are
-    captions). A text-reasoning example shows the exact caption beside the image and asks for
-    step-by-step reasoning; its target is a correct chain of the offline teacher (no slips, no
-    reflections), so the model learns to read a scene description, copy values and do the arithmetic:
-    the language skills the instruct VLM the paper starts from already has.
+    Each row names its kind (``answer``, ``reasoning`` or ``caption``) under ``"kind"``. A
+    text-reasoning example shows the exact caption beside the image and asks for step-by-step
+    reasoning; its target is a correct chain of the offline teacher (no slips, no reflections), so
+    the model learns to read a scene description, copy values and do the arithmetic: the language
+    skills the instruct VLM the paper starts from already has.
     """
     from vlthinker.teacher.offline import OfflineTeacher, OfflineTeacherConfig
 
@@ -122,28 +126,56 @@ def build_training_rows(
     teacher = OfflineTeacher(  # clean solutions: no slips, reflections, fillers or rambling
         OfflineTeacherConfig(reflection_prob=0.0, error_prob=0.0, long_prob=0.0, verbosity_max=0, seed=seed)
     )
-    rows = []
+    rows = [
+        _row("answer", direct_question(record.question), f"\\boxed{{{record.answer}}}", image)
+        for record, image in answer_items
+    ]
     for record, image in items:
-        draw = rng.random()
-        if draw < answer_fraction:
-            kind, prompt, completion = (
-                "answer",
-                direct_question(record.question),
-                f"\\boxed{{{record.answer}}}",
-            )
-        elif draw < answer_fraction + reasoning_fraction:
-            kind, (prompt, completion) = "reasoning", text_reasoning_example(record, teacher)
+        if rng.random() < reasoning_share:
+            rows.append(_row("reasoning", *text_reasoning_example(record, teacher), image))
         else:
-            kind, prompt, completion = "caption", CAPTION_PROMPT, record.caption or ""
-        rows.append(
-            {
-                "prompt": user_message(prompt),
-                "completion": assistant_message(completion),
-                "images": [image],
-                "kind": kind,
-            }
-        )
+            rows.append(_row("caption", CAPTION_PROMPT, record.caption or "", image))
     return rows
+
+
+def _reasoning_share(config: Config) -> float:
+    """Share of the caption/reasoning items that become text-reasoning examples."""
+    p = config.pretrain
+    rest = 1.0 - p.answer_fraction
+    return p.reasoning_fraction / rest if rest > 0 else 0.0
+
+
+def _row(kind: str, prompt: str, completion: str, image: Any) -> dict:
+    return {
+        "prompt": user_message(prompt),
+        "completion": assistant_message(completion),
+        "images": [image],
+        "kind": kind,
+    }
+
+
+def pretraining_items(config: Config) -> tuple[list[tuple[Record, Any]], list[tuple[Record, Any]]]:
+    """(direct-answer items, caption/reasoning items) for base pretraining, from their own seed streams.
+
+    ``pretrain.answer_easy_share`` of the direct answers are to questions of difficulty <=
+    ``pretrain.answer_max_difficulty`` (1: read one thing), the rest to questions of every difficulty.
+    """
+    p = config.pretrain
+    answer_items: list[tuple[Record, Any]] = []
+    if p.answer_fraction > 0:
+        n_answers = p.answer_items or 2 * p.n_train
+        n_easy = round(n_answers * p.answer_easy_share)
+        seed = PRETRAIN_ANSWER_SEED_OFFSET + p.seed
+        easy = min(p.answer_max_difficulty, config.data.max_difficulty)
+        answer_items = synthetic_items(config, n_easy, seed, "train", max_difficulty=easy) if n_easy else []
+        if n_answers > n_easy:  # the rest from every difficulty, its own stream
+            answer_items += synthetic_items(config, n_answers - n_easy, seed + 5_000, "train")
+    items = (
+        synthetic_items(config, p.n_train, PRETRAIN_SEED_OFFSET + p.seed, "train")
+        if p.answer_fraction < 1
+        else []
+    )
+    return answer_items, items
 
 
 def text_reasoning_example(record: Record, teacher: Any) -> tuple[str, str]:
@@ -165,10 +197,11 @@ def text_reasoning_example(record: Record, teacher: Any) -> tuple[str, str]:
 def pretraining_trainer(rows: list[dict], config: Config, tokenizer: Any) -> tuple[type, Any, int]:
     """(trainer class, dataset, gradient accumulation steps) for the pretraining rows.
 
-    ``by_kind``: every optimizer step accumulates one micro-batch per kind of example
-    (``kind_step_batches``), and its summed token loss is divided by the mean loss tokens per step,
-    so a step's gradient is a mixed batch's without the padding; ``mixed``: plain random batches of
-    ``batch_size``, each batch's loss its own token mean.
+    ``by_kind``: every optimizer step accumulates one micro-batch per kind of example in the kinds'
+    configured shares (``kind_step_batches``), and its summed token loss is divided by the mean loss
+    tokens per step, so a step's gradient is a mixed batch's without the padding; ``mixed``: plain
+    random batches of ``batch_size``, each batch's loss its own token mean, over the rows with the
+    direct answers cut to their share.
     """
     from datasets import Dataset
     from trl import SFTTrainer
@@ -176,11 +209,24 @@ def pretraining_trainer(rows: list[dict], config: Config, tokenizer: Any) -> tup
     from vlthinker.model.batching import kind_step_batches, kind_step_trainer, mean_tokens_per_step
 
     p = config.pretrain
+    shares = {
+        "answer": p.answer_fraction,
+        "reasoning": p.reasoning_fraction,
+        "caption": 1.0 - p.answer_fraction - p.reasoning_fraction,
+    }
+    if p.batching == "mixed":
+        others = sum(row["kind"] != "answer" for row in rows)
+        keep = (
+            len(rows)
+            if p.answer_fraction >= 1
+            else round(others * p.answer_fraction / (1 - p.answer_fraction))
+        )
+        rows = [row for i, row in enumerate(rows) if row["kind"] != "answer" or i < keep]
     kinds = [row.pop("kind") for row in rows]
     dataset = Dataset.from_list(rows)
     if p.batching == "mixed":
         return SFTTrainer, dataset, 1
-    batches = kind_step_batches(kinds, p.batch_size, p.steps, p.seed)
+    batches = kind_step_batches(kinds, p.batch_size, p.steps, p.seed, shares)
     tokens = [_completion_tokens(tokenizer, row) for row in rows]
     per_step = len(set(kinds))
     return (
@@ -265,8 +311,11 @@ def caption_rows(items: list[tuple[Record, Any]]) -> list[dict]:
     ]
 
 
-def synthetic_items(config: Config, n: int, seed: int, split: str) -> list[tuple[Record, Any]]:
-    """Generate synthetic items in memory as (record, PIL image) pairs."""
+def synthetic_items(
+    config: Config, n: int, seed: int, split: str, max_difficulty: int | None = None
+) -> list[tuple[Record, Any]]:
+    """Generate synthetic items in memory as (record, PIL image) pairs (difficulty up to
+    ``max_difficulty``, default the data config's)."""
     import io
 
     from PIL import Image
@@ -280,7 +329,7 @@ def synthetic_items(config: Config, n: int, seed: int, split: str) -> list[tuple
         split=split,
         tasks=config.data.tasks,
         image_size=config.data.image_size,
-        max_difficulty=config.data.max_difficulty,
+        max_difficulty=max_difficulty or config.data.max_difficulty,
     ):
         image = Image.open(io.BytesIO(png))
         image.load()
@@ -289,9 +338,15 @@ def synthetic_items(config: Config, n: int, seed: int, split: str) -> list[tuple
 
 
 def score_direct_answers(
-    records: list[Record], predictions: list[str]
+    records: list[Record], predictions: list[str], prior: dict[str, Counter] | None = None
 ) -> tuple[float, float, dict[str, TaskScore]]:
-    """Accuracy overall, boxed-format rate, and per task family with chance and majority baselines."""
+    """Accuracy overall, boxed-format rate, and per task family with chance and majority baselines.
+
+    The majority baseline answers each question type's most common answer in ``prior`` (answer
+    counts per question type, e.g. of the training data: what a model blind to the image learns);
+    question types absent from it (or all, without a prior) use their most common answer among the
+    scored ``records`` themselves, which at a few items per type is biased upward.
+    """
     from vlthinker.answers import extract_answer, grade
     from vlthinker.sources.generate import chance_accuracy
 
@@ -307,7 +362,7 @@ def score_direct_answers(
             n=len(rows),
             accuracy=sum(ok for _, ok in rows) / len(rows),
             chance=sum(chance_accuracy(_question_type(r)) for r, _ in rows) / len(rows),
-            majority=_majority_baseline([r for r, _ in rows]),
+            majority=_majority_baseline([r for r, _ in rows], prior or {}),
         )
     total = sum(len(rows) for rows in by_task.values())
     correct = sum(ok for rows in by_task.values() for _, ok in rows)
@@ -318,12 +373,23 @@ def _question_type(record: Record) -> str:
     return str(getattr(record, "question_type", None) or record.task)
 
 
-def _majority_baseline(records: list[Record]) -> float:
-    """Accuracy of always giving each question type's most common answer (an oracle-ish prior)."""
-    groups: dict[str, Counter] = defaultdict(Counter)
+def answer_prior(records: list[Record]) -> dict[str, Counter]:
+    """Answer counts per question type."""
+    counts: dict[str, Counter] = defaultdict(Counter)
     for record in records:
-        groups[_question_type(record)][record.answer] += 1
-    hits = sum(counter.most_common(1)[0][1] for counter in groups.values())
+        counts[_question_type(record)][record.answer] += 1
+    return dict(counts)
+
+
+def _majority_baseline(records: list[Record], prior: dict[str, Counter]) -> float:
+    """Accuracy of always giving each question type's most common answer: in ``prior`` where it has
+    the type, else among ``records`` themselves (an in-sample oracle)."""
+    hits = 0
+    for qtype, counter in answer_prior(records).items():
+        if prior.get(qtype):
+            hits += counter[prior[qtype].most_common(1)[0][0]]
+        else:
+            hits += counter.most_common(1)[0][1]
     return hits / max(len(records), 1)
 
 
@@ -371,15 +437,19 @@ def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
     torch.manual_seed(p.seed)
     build_tiny(model_dir, seed=config.model.seed, spec=config.model.tiny, image_size=config.data.image_size)
     loaded = load_model(model_dir, device=device)
-    log(f"pretrain: generating {p.n_train} training and {p.n_heldout} held-out synthetic items")
-    train_items = synthetic_items(config, p.n_train, PRETRAIN_SEED_OFFSET + p.seed, "train")
+    log(
+        f"pretrain: generating {p.answer_items or 2 * p.n_train} direct-answer ({p.answer_easy_share:.0%} of "
+        f"difficulty <= {p.answer_max_difficulty}), "
+        f"{p.n_train} caption/reasoning and {p.n_heldout} held-out synthetic items"
+    )
+    answer_items, train_items = pretraining_items(config)
     heldout_items = synthetic_items(config, p.n_heldout, config.data.seed, "heldout")
     if p.center_projector:
-        images = [image for _, image in train_items[:CENTERING_IMAGES]]
+        images = [image for _, image in (train_items or answer_items)[:CENTERING_IMAGES]]
         share = center_projector(loaded.model, loaded.processor, images)
         log(f"pretrain: projector centred (its mean output was {share:.0%} of an image token's norm)")
     trainer_cls, train_ds, accumulation = pretraining_trainer(
-        build_training_rows(train_items, p.answer_fraction, p.seed, p.reasoning_fraction),
+        build_training_rows(answer_items, train_items, _reasoning_share(config), p.seed),
         config,
         loaded.processor.tokenizer,
     )
@@ -414,7 +484,9 @@ def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
         SamplingParams(max_new_tokens=p.max_new_tokens),
         batch_size=p.eval_batch_size,
     )
-    accuracy, format_rate, per_task = score_direct_answers(records, [o[0] for o in outputs])
+    accuracy, format_rate, per_task = score_direct_answers(
+        records, [o[0] for o in outputs], answer_prior([record for record, _ in answer_items])
+    )
     save_model(model, loaded.processor, model_dir)
     return BaseReport(
         cache_key=cache_key(config),
@@ -426,7 +498,7 @@ def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
         per_task=per_task,
         steps=p.steps,
         train_seconds=train_seconds,
-        n_train_items=len(train_items),
+        n_train_items=len(train_items) + len(answer_items),
         n_heldout_items=len(heldout_items),
     )
 
@@ -499,7 +571,8 @@ def format_report(report: BaseReport) -> str:
         f"base model {report.cache_key}: held-out accuracy {report.heldout_accuracy:.1%} "
         f"(boxed-format rate {report.format_rate:.1%}), caption loss {report.caption_loss:.4f}, "
         f"train loss {report.train_loss:.4f}",
-        f"{'task':<15}{'n':>5}{'accuracy':>10}{'chance':>9}{'majority':>10}  above chance",
+        f"{'task':<15}{'n':>5}{'accuracy':>10}{'chance':>9}{'majority':>10}  above chance"
+        "  (majority: each question type's most common training answer)",
     ]
     for task, score in report.per_task.items():
         lines.append(
