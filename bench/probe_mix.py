@@ -25,9 +25,8 @@ from __future__ import annotations
 import argparse
 import random
 import tempfile
-import time
 
-from probe_perception import center_projector, make_items
+from probe_perception import answer_rows, center_projector, fit, make_items
 
 from vlthinker.sources.synthetic import ANSWER_SPACES
 
@@ -53,15 +52,12 @@ def main() -> None:
         parser.error(f"unknown question type(s) {unknown}; known: {', '.join(sorted(ANSWER_SPACES))}")
 
     import torch
-    from datasets import Dataset
-    from trl import SFTTrainer
 
     from vlthinker.backends.hf import SamplingParams, generate
     from vlthinker.config import load_config
     from vlthinker.model.loader import LoadedModel, load_model
-    from vlthinker.model.pretrain import _trainer_args
     from vlthinker.model.tiny import build_tiny
-    from vlthinker.prompts import assistant_message, direct_question, user_message
+    from vlthinker.prompts import direct_question, user_message
 
     torch.manual_seed(args.seed)
     config = load_config()
@@ -81,32 +77,14 @@ def main() -> None:
         for i, qtype in enumerate(types)
         for item in make_items(args.test_per_type, 2000 + 17 * i + args.seed, qtype, 0)
     ]
-    rows = [
-        {
-            "prompt": user_message(direct_question(q)),
-            "completion": assistant_message(f"\\boxed{{{a}}}"),
-            "images": [image],
-        }
-        for image, q, a, _ in train
-    ]
+    rows = answer_rows(train)
     with tempfile.TemporaryDirectory(prefix="vlthinker-probe-mix-") as scratch:
         model_dir = build_tiny(f"{scratch}/model", seed=args.seed, spec=config.model.tiny, image_size=112)
         loaded = load_model(model_dir, device="cpu")
         center_projector(loaded.model, loaded.processor, args.seed)
-        for param in loaded.model.model.visual.parameters():
-            param.requires_grad_(False)
-        loaded.model.train()
-        trainer = SFTTrainer(
-            model=loaded.model,
-            args=_trainer_args(config, f"{scratch}/run", "cpu"),
-            train_dataset=Dataset.from_list(rows),
-            processing_class=loaded.processor,
-        )
-        started = time.monotonic()
-        trainer.train()
-        seconds = time.monotonic() - started
+        model, seconds = fit(loaded, config, rows, f"{scratch}/run", freeze_vision=True)
         outputs = generate(
-            LoadedModel(model=trainer.model.eval(), processor=loaded.processor, ref=str(model_dir)),
+            LoadedModel(model=model, processor=loaded.processor, ref=str(model_dir)),
             [user_message(direct_question(q)) for _, (_, q, _, _) in test],
             [image for _, (image, _, _, _) in test],
             SamplingParams(max_new_tokens=8),
