@@ -36,6 +36,7 @@ from vlthinker.records import Record, sha256_bytes
 RECIPE_VERSION = 7  # bump when the pretraining code changes what it produces
 PRETRAIN_SEED_OFFSET = 10_000  # pretraining items come from their own seed stream
 PRETRAIN_ANSWER_SEED_OFFSET = 20_000  # and its direct-answer items from another
+ANY_DIFFICULTY_SEED_SHIFT = 5_000  # direct answers to questions of every difficulty: a third stream
 REPORT_FILE = "base_report.json"
 CENTERING_IMAGES = 64  # pretraining images whose mean projector output center_projector removes
 
@@ -154,6 +155,11 @@ def _row(kind: str, prompt: str, completion: str, image: Any) -> dict:
     }
 
 
+def answer_item_count(config: Config) -> int:
+    """Distinct direct-answer items: ``pretrain.answer_items``, or twice ``n_train`` when unset."""
+    return config.pretrain.answer_items or 2 * config.pretrain.n_train
+
+
 def pretraining_items(config: Config) -> tuple[list[tuple[Record, Any]], list[tuple[Record, Any]]]:
     """(direct-answer items, caption/reasoning items) for base pretraining, from their own seed streams.
 
@@ -163,13 +169,15 @@ def pretraining_items(config: Config) -> tuple[list[tuple[Record, Any]], list[tu
     p = config.pretrain
     answer_items: list[tuple[Record, Any]] = []
     if p.answer_fraction > 0:
-        n_answers = p.answer_items or 2 * p.n_train
+        n_answers = answer_item_count(config)
         n_easy = round(n_answers * p.answer_easy_share)
         seed = PRETRAIN_ANSWER_SEED_OFFSET + p.seed
         easy = min(p.answer_max_difficulty, config.data.max_difficulty)
         answer_items = synthetic_items(config, n_easy, seed, "train", max_difficulty=easy) if n_easy else []
         if n_answers > n_easy:  # the rest from every difficulty, its own stream
-            answer_items += synthetic_items(config, n_answers - n_easy, seed + 5_000, "train")
+            answer_items += synthetic_items(
+                config, n_answers - n_easy, seed + ANY_DIFFICULTY_SEED_SHIFT, "train"
+            )
     items = (
         synthetic_items(config, p.n_train, PRETRAIN_SEED_OFFSET + p.seed, "train")
         if p.answer_fraction < 1
@@ -214,14 +222,12 @@ def pretraining_trainer(rows: list[dict], config: Config, tokenizer: Any) -> tup
         "reasoning": p.reasoning_fraction,
         "caption": 1.0 - p.answer_fraction - p.reasoning_fraction,
     }
-    if p.batching == "mixed":
-        others = sum(row["kind"] != "answer" for row in rows)
-        keep = (
-            len(rows)
-            if p.answer_fraction >= 1
-            else round(others * p.answer_fraction / (1 - p.answer_fraction))
-        )
-        rows = [row for i, row in enumerate(rows) if row["kind"] != "answer" or i < keep]
+    if p.batching == "mixed":  # the direct answers cut to their share of the rows
+        answers = [row for row in rows if row["kind"] == "answer"]
+        others = [row for row in rows if row["kind"] != "answer"]
+        if p.answer_fraction < 1:
+            answers = answers[: round(len(others) * p.answer_fraction / (1 - p.answer_fraction))]
+        rows = answers + others
     kinds = [row.pop("kind") for row in rows]
     dataset = Dataset.from_list(rows)
     if p.batching == "mixed":
@@ -438,7 +444,7 @@ def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
     build_tiny(model_dir, seed=config.model.seed, spec=config.model.tiny, image_size=config.data.image_size)
     loaded = load_model(model_dir, device=device)
     log(
-        f"pretrain: generating {p.answer_items or 2 * p.n_train} direct-answer ({p.answer_easy_share:.0%} of "
+        f"pretrain: generating {answer_item_count(config)} direct-answer ({p.answer_easy_share:.0%} of "
         f"difficulty <= {p.answer_max_difficulty}), "
         f"{p.n_train} caption/reasoning and {p.n_heldout} held-out synthetic items"
     )
