@@ -4,6 +4,8 @@ Run with ``VLTHINKER_LEARNING_TESTS=1 pytest tests/test_training_learning.py -s`
 fit the regular suite (a base pretrained for a few hundred steps, ~100 SFT steps) the tiny VLM does
 not yet see well enough for these claims to be meaningful, so they are not asserted there:
 
+* the default base (``pretrain.*`` defaults) is clearly above chance on at least half the task
+  families and leaves room to improve (issue: "Base model that can see and answer");
 * SFT on distilled traces lifts held-out accuracy above the base (the base prompted for a direct
   ``\\boxed{}`` answer, as the paper prompts its baseline, and with the reasoning prompt);
 * GRPO raises the mean accuracy reward on its training items. "Before" and "after" are both fresh
@@ -94,6 +96,16 @@ def mean_reward(model_dir: Path, dataset_dir: Path, config: Config, seed: int) -
             backend, records, dataset_dir, config.select.k, config.select.sampling, 64, log=quiet
         )
     return sum(rates.values()) / len(rates)
+
+
+def test_the_default_base_is_clearly_above_chance_on_half_the_families_with_room_to_improve(world):
+    import json
+
+    from vlthinker.model.pretrain import REPORT_FILE, BaseReport, format_report
+
+    report = BaseReport.from_json(json.loads((world / "base" / REPORT_FILE).read_text()))
+    assert 2 * len(report.families_above_chance) >= len(report.per_task), format_report(report)
+    assert report.heldout_accuracy < 0.8, "a saturated base leaves the loop nothing to improve"
 
 
 def test_sft_beats_the_base_on_heldout_accuracy(world, config):
