@@ -228,3 +228,28 @@ def test_config_is_strict():
         OfflineTeacherConfig(verbosity_min=5, verbosity_max=2)
     with pytest.raises(ValidationError):
         OfflineTeacherConfig(temperature=0.7)
+
+
+def test_focused_style_leaves_out_the_scene_overview_and_reaches_the_same_answers(items):
+    clean = {"error_prob": 0, "reflection_prob": 0, "verbosity_max": 0, "long_prob": 0, "seed": 3}
+    full = {record.id: chain for record, chain in _chains(items, OfflineTeacherConfig(**clean))}
+    focused = _chains(items, OfflineTeacherConfig(**clean, style="focused"))
+    shorter = set()
+    for record, chain in focused:
+        think, answer = _split(chain)
+        full_think, full_answer = _split(full[record.id])
+        assert answer == full_answer == record.answer.strip(), (record.id, chain)
+        qtype = record.question_type  # type: ignore[attr-defined]
+        if qtype in ("bar_value", "bar_sum", "bar_diff", "table_cell", "table_line_sum", "count_all"):
+            assert len(think) < len(full_think), chain
+            assert "from left to right" not in think and "let me read the table" not in think.lower()
+            shorter.add(qtype)
+        if qtype in ("bar_max_value", "table_total", "spatial_relation", "clock_add"):
+            assert think == full_think, "the overview is the reasoning there: kept"
+    assert shorter == {"bar_value", "bar_sum", "bar_diff", "table_cell", "table_line_sum", "count_all"}
+    # slips and reflections work in the focused style too
+    noisy = _chains(items, OfflineTeacherConfig(error_prob=0.5, reflection_prob=0.5, seed=3, style="focused"))
+    wrong = [r for r, chain in noisy if _split(chain)[1] != r.answer.strip()]
+    assert 0.2 < len(wrong) / len(noisy) < 0.7
+    with pytest.raises(ValidationError):
+        OfflineTeacherConfig(style="terse")  # type: ignore[arg-type]

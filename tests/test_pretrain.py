@@ -299,3 +299,51 @@ def test_majority_baseline_uses_the_training_prior_and_falls_back_to_in_sample()
     _, _, blind = score_direct_answers(records, wrong, absent)
     assert all(score.majority == 0.0 for score in blind.values())
     assert all(score.accuracy == 0.0 for score in blind.values())
+
+
+def test_image_reasoning_rows_ask_each_answer_item_from_the_image_alone_with_a_focused_verified_solution():
+    from vlthinker.answers import extract_answer, grade
+    from vlthinker.model.pretrain import pretraining_trainer
+    from vlthinker.prompts import REASONING_INSTRUCTION
+
+    config = load_config(None)
+    items = synthetic_items(config, 20, seed=10_000, split="train")
+    answer_items = synthetic_items(config, 60, seed=20_000, split="train")
+    rows = build_training_rows(answer_items, items, reasoning_share=0.5, seed=0, image_reasoning=True)
+    image_rows = [row for row in rows if row["kind"] == "image_reasoning"]
+    assert len(image_rows) == 60, "one image-reasoning example per direct-answer item"
+    for (record, _), row in zip(answer_items, image_rows, strict=True):
+        prompt = row["prompt"][0]["content"]
+        completion = row["completion"][0]["content"][0]["text"]
+        assert prompt[0] == {"type": "image"} and len(row["images"]) == 1
+        assert prompt[1]["text"] == f"{record.question}\n{REASONING_INSTRUCTION}"
+        assert record.caption not in prompt[1]["text"], "the image alone, no description"
+        assert grade(extract_answer(completion), record.answer, record.choices), record.id
+        if getattr(record, "question_type", None) == "bar_value":  # focused: the one bar asked about, not all four
+            assert completion.count(" is ") + completion.count(" has a value of ") <= 2, completion
+    assert Counter(row["kind"] for row in build_training_rows(answer_items, items, 0.5, 0)) == Counter(
+        {"answer": 60, **Counter(row["kind"] for row in rows if row["kind"] in ("caption", "reasoning"))}
+    ), "without image_reasoning the mix is unchanged"
+    # each step holds the four configured shares; mixed batching cuts both answer-item kinds to theirs
+    four = load_config(
+        None,
+        {
+            **SMALL,
+            "pretrain.batch_size": 16,
+            "pretrain.answer_fraction": 0.5,
+            "pretrain.image_reasoning_fraction": 0.25,
+            "pretrain.reasoning_fraction": 0.125,
+        },
+    )
+    trainer_cls, dataset, per_step = pretraining_trainer([dict(row) for row in rows], four, _Tokenizer())
+    assert per_step == 4 and len(dataset) == len(rows)
+    mixed = four.model_copy(update={"pretrain": four.pretrain.model_copy(update={"batching": "mixed"})})
+    _, dataset, _ = pretraining_trainer([dict(row) for row in rows], mixed, _Tokenizer())
+    assert len(dataset) == 20 + 40 + 20, "20 others at a quarter: 40 answers (a half), 20 image reasoning"
+
+
+def test_image_reasoning_shares_are_validated_with_the_others():
+    with pytest.raises(ConfigError, match="image_reasoning_fraction"):
+        load_config(None, {"pretrain.answer_fraction": 0.6, "pretrain.image_reasoning_fraction": 0.3})
+    with pytest.raises(ConfigError, match="needs answer_fraction > 0"):
+        load_config(None, {"pretrain.answer_fraction": 0.0, "pretrain.image_reasoning_fraction": 0.3})

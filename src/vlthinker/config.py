@@ -113,6 +113,14 @@ class PretrainConfig(_Section):
         ge=1,
         description="distinct synthetic items the direct answers are drawn from (null: twice n_train)",
     )
+    image_reasoning_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of image-reasoning examples (the direct-answer items asked for step-by-step "
+        "reasoning from the image alone -> the teacher's focused solution): the instruct VLM's ability "
+        "to reason about what it sees",
+    )
     reasoning_fraction: float = Field(
         default=0.2,
         ge=0,
@@ -149,10 +157,16 @@ class PretrainConfig(_Section):
 
     @model_validator(mode="after")
     def _fractions(self) -> PretrainConfig:
-        if self.answer_fraction + self.reasoning_fraction > 1:
+        if self.answer_fraction + self.image_reasoning_fraction + self.reasoning_fraction > 1:
             raise ValueError(
-                f"answer_fraction ({self.answer_fraction}) + reasoning_fraction ({self.reasoning_fraction}) "
+                f"answer_fraction ({self.answer_fraction}) + image_reasoning_fraction "
+                f"({self.image_reasoning_fraction}) + reasoning_fraction ({self.reasoning_fraction}) "
                 "must not exceed 1 (the rest are caption examples)"
+            )
+        if self.image_reasoning_fraction > 0 and self.answer_fraction == 0:
+            raise ValueError(
+                "image_reasoning_fraction > 0 needs answer_fraction > 0: the image-reasoning examples are "
+                "the direct-answer items asked for reasoning"
             )
         return self
 

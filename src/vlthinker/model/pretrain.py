@@ -111,11 +111,17 @@ def build_training_rows(
     items: list[tuple[Record, Any]],
     reasoning_share: float,
     seed: int,
+    image_reasoning: bool = False,
 ) -> list[dict]:
-    """Direct boxed answers to ``answer_items``; for each of ``items`` a text-reasoning example (with
-    probability ``reasoning_share``) or else a caption.
+    """Direct boxed answers to ``answer_items`` (and with ``image_reasoning``, each of them once more
+    as an image-reasoning example); for each of ``items`` a text-reasoning example (with probability
+    ``reasoning_share``) or else a caption.
 
-    Each row names its kind (``answer``, ``reasoning`` or ``caption``) under ``"kind"``. A
+    Each row names its kind (``answer``, ``image_reasoning``, ``reasoning`` or ``caption``) under
+    ``"kind"``. An image-reasoning example asks the question of the image alone for step-by-step
+    reasoning; its target is the offline teacher's correct *focused* chain (the values the question
+    needs, no overview of the whole scene): the instruct VLM's ability to reason about an image it sees,
+    which a model trained on direct answers alone does not have in the reasoning format. A
     text-reasoning example shows the exact caption beside the image and asks for step-by-step
     reasoning; its target is a correct chain of the offline teacher (no slips, no reflections), so
     the model learns to read a scene description, copy values and do the arithmetic: the language
@@ -125,12 +131,24 @@ def build_training_rows(
 
     rng = random.Random(f"pretrain-mix:{seed}")
     teacher = OfflineTeacher(  # clean solutions: no slips, reflections, fillers or rambling
-        OfflineTeacherConfig(reflection_prob=0.0, error_prob=0.0, long_prob=0.0, verbosity_max=0, seed=seed)
+        OfflineTeacherConfig(
+            reflection_prob=0.0, error_prob=0.0, long_prob=0.0, verbosity_max=0, seed=seed, style="full"
+        )
     )
     rows = [
         _row("answer", direct_question(record.question), f"\\boxed{{{record.answer}}}", image)
         for record, image in answer_items
     ]
+    if image_reasoning:
+        focused = OfflineTeacher(
+            OfflineTeacherConfig(
+                reflection_prob=0.0, error_prob=0.0, long_prob=0.0, verbosity_max=0, seed=seed, style="focused"
+            )
+        )
+        rows += [
+            _row("image_reasoning", reasoning_question(record.question), verified_solution(record, focused), image)
+            for record, image in answer_items
+        ]
     for record, image in items:
         if rng.random() < reasoning_share:
             rows.append(_row("reasoning", *text_reasoning_example(record, teacher), image))
@@ -142,7 +160,7 @@ def build_training_rows(
 def _reasoning_share(config: Config) -> float:
     """Share of the caption/reasoning items that become text-reasoning examples."""
     p = config.pretrain
-    rest = 1.0 - p.answer_fraction
+    rest = 1.0 - p.answer_fraction - p.image_reasoning_fraction
     return p.reasoning_fraction / rest if rest > 0 else 0.0
 
 
@@ -180,7 +198,7 @@ def pretraining_items(config: Config) -> tuple[list[tuple[Record, Any]], list[tu
             )
     items = (
         synthetic_items(config, p.n_train, PRETRAIN_SEED_OFFSET + p.seed, "train")
-        if p.answer_fraction < 1
+        if p.answer_fraction + p.image_reasoning_fraction < 1
         else []
     )
     return answer_items, items
@@ -188,6 +206,13 @@ def pretraining_items(config: Config) -> tuple[list[tuple[Record, Any]], list[tu
 
 def text_reasoning_example(record: Record, teacher: Any) -> tuple[str, str]:
     """(prompt, completion): exact caption + question -> the offline ``teacher``'s verified solution."""
+    prompt = f"Image description: {record.caption}\n\n{reasoning_question(record.question)}"
+    return prompt, verified_solution(record, teacher)
+
+
+def verified_solution(record: Record, teacher: Any) -> str:
+    """The offline ``teacher``'s solution to ``record`` from its exact caption, in the SFT completion
+    format (``<think>..</think><answer>..</answer>``); an error if it does not reach the answer."""
     from vlthinker.answers import extract_answer, grade
     from vlthinker.steps.traces import Trace, split_chain
 
@@ -198,8 +223,7 @@ def text_reasoning_example(record: Record, teacher: Any) -> tuple[str, str]:
     final = extract_answer(parts[1]) if parts else None
     if parts is None or final is None or not grade(final, record.answer, record.choices):
         raise ValueError(f"pretraining item {record.id!r}: the offline teacher's solution does not verify")
-    prompt = f"Image description: {record.caption}\n\n{reasoning_question(record.question)}"
-    return prompt, Trace(reasoning=parts[0], answer=final, truncated=False).completion
+    return Trace(reasoning=parts[0], answer=final, truncated=False).completion
 
 
 def pretraining_trainer(rows: list[dict], config: Config, tokenizer: Any) -> tuple[type, Any, int]:
@@ -219,15 +243,19 @@ def pretraining_trainer(rows: list[dict], config: Config, tokenizer: Any) -> tup
     p = config.pretrain
     shares = {
         "answer": p.answer_fraction,
+        "image_reasoning": p.image_reasoning_fraction,
         "reasoning": p.reasoning_fraction,
-        "caption": 1.0 - p.answer_fraction - p.reasoning_fraction,
+        "caption": 1.0 - p.answer_fraction - p.image_reasoning_fraction - p.reasoning_fraction,
     }
-    if p.batching == "mixed":  # the direct answers cut to their share of the rows
-        answers = [row for row in rows if row["kind"] == "answer"]
-        others = [row for row in rows if row["kind"] != "answer"]
-        if p.answer_fraction < 1:
-            answers = answers[: round(len(others) * p.answer_fraction / (1 - p.answer_fraction))]
-        rows = answers + others
+    if p.batching == "mixed":  # the rows made from the answer items cut to their shares of the rows
+        pooled = ("answer", "image_reasoning")
+        others = [row for row in rows if row["kind"] not in pooled]
+        rest = 1.0 - p.answer_fraction - p.image_reasoning_fraction
+        kept = []
+        for kind in pooled:
+            of_kind = [row for row in rows if row["kind"] == kind]
+            kept += of_kind if rest <= 0 else of_kind[: round(len(others) * shares[kind] / rest)]
+        rows = kept + others
     kinds = [row.pop("kind") for row in rows]
     dataset = Dataset.from_list(rows)
     if p.batching == "mixed":
@@ -455,7 +483,9 @@ def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
         share = center_projector(loaded.model, loaded.processor, images)
         log(f"pretrain: projector centred (its mean output was {share:.0%} of an image token's norm)")
     trainer_cls, train_ds, accumulation = pretraining_trainer(
-        build_training_rows(answer_items, train_items, _reasoning_share(config), p.seed),
+        build_training_rows(
+            answer_items, train_items, _reasoning_share(config), p.seed, p.image_reasoning_fraction > 0
+        ),
         config,
         loaded.processor.tokenizer,
     )

@@ -37,7 +37,7 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -54,6 +54,12 @@ Scene = dict[str, Any]
 Query = dict[str, Any]
 
 
+# full: every chain first restates the whole scene (all bars, every shape, the whole table), then reasons.
+# focused: where the reasoning names the values it needs (one bar, two cells, the shapes of one colour,
+# the number of shapes), that overview is left out, as a concise reasoner would.
+TeacherStyle = Literal["full", "focused"]
+
+
 class OfflineTeacherConfig(BaseModel):
     """Knobs of the offline teacher (all probabilities are per chain)."""
 
@@ -64,6 +70,7 @@ class OfflineTeacherConfig(BaseModel):
     verbosity_min: int = Field(default=0, ge=0, le=50)
     verbosity_max: int = Field(default=4, ge=0, le=50)
     long_prob: float = Field(default=0.1, ge=0.0, le=1.0)
+    style: TeacherStyle = "full"
     seed: int = 0
 
     @model_validator(mode="after")
@@ -289,6 +296,7 @@ class _Body:
     steps: list[str]
     answer: str
     check: str
+    overview: int = 0  # leading steps that restate the whole scene; the focused style leaves them out
 
 
 @dataclass(frozen=True)
@@ -362,19 +370,19 @@ def _count_all(scene: Scene, q: Query, say: _Say, slip: int) -> _Body:
         say(f"Counting them one by one: {tally}.", f"Now I count them: {tally}."),
         say(f"So there are {_n(len(objs), 'shape')} in total.", f"That makes {_n(len(objs), 'shape')}."),
     ]
-    return _Body(steps, str(len(objs)), f"going through the grid once more, I count {tally}.")
+    return _Body(steps, str(len(objs)), f"going through the grid once more, I count {tally}.", overview=2)
 
 
 def _count_color(scene: Scene, q: Query, say: _Say, slip: int) -> _Body:
     desc = f"{q['color']} shapes"
     text, hits = _pick(scene["objects"], desc, lambda o: o["color"] == q["color"], say)
-    return _Body([_listing(scene["objects"], say), text], str(len(hits)), _names_or_none(hits, desc))
+    return _Body([_listing(scene["objects"], say), text], str(len(hits)), _names_or_none(hits, desc), 1)
 
 
 def _count_shape(scene: Scene, q: Query, say: _Say, slip: int) -> _Body:
     desc = PLURAL[q["shape"]]
     text, hits = _pick(scene["objects"], desc, lambda o: o["shape"] == q["shape"], say)
-    return _Body([_listing(scene["objects"], say), text], str(len(hits)), _names_or_none(hits, desc))
+    return _Body([_listing(scene["objects"], say), text], str(len(hits)), _names_or_none(hits, desc), 1)
 
 
 def _count_color_shape(scene: Scene, q: Query, say: _Say, slip: int) -> _Body:
@@ -392,7 +400,7 @@ def _count_color_shape(scene: Scene, q: Query, say: _Say, slip: int) -> _Body:
             f"Now, among the {color} ones, which are {shapes}? {_cap(names)}. So {len(hits)}.",
         )
     steps = [_listing(scene["objects"], say), first, second]
-    return _Body(steps, str(len(hits)), _names_or_none(hits, f"{color} {shapes}"))
+    return _Body(steps, str(len(hits)), _names_or_none(hits, f"{color} {shapes}"), overview=1)
 
 
 def _count_color_or(scene: Scene, q: Query, say: _Say, slip: int) -> _Body:
@@ -406,7 +414,7 @@ def _count_color_or(scene: Scene, q: Query, say: _Say, slip: int) -> _Body:
         f"Together that's {a} + {b} = {total}.",
     )
     check = f"there are {a} {c1} and {b} {c2} shapes, and {a} + {b} = {total}."
-    return _Body([_listing(objs, say), t1, t2, add], str(total), check)
+    return _Body([_listing(objs, say), t1, t2, add], str(total), check, overview=1)
 
 
 # spatial -------------------------------------------------------------------------------------------
@@ -543,7 +551,7 @@ def _bar(bars: list[dict], color: str) -> int:
 def _bar_value(scene: Scene, q: Query, say: _Say, slip: int) -> _Body:
     v = _bar(scene["bars"], q["color"])
     steps = [_read_bars(scene["bars"], say), f"The {q['color']} bar has a value of {v}."]
-    return _Body(steps, str(v), f"the {q['color']} bar reaches {v}.")
+    return _Body(steps, str(v), f"the {q['color']} bar reaches {v}.", overview=1)
 
 
 def _bar_max_color(scene: Scene, q: Query, say: _Say, slip: int) -> _Body:
@@ -583,7 +591,7 @@ def _bar_diff(scene: Scene, q: Query, say: _Say, slip: int) -> _Body:
         f"Subtracting the smaller from the larger gives {big} - {small} = {d}.",
     )
     return _Body(
-        [_read_bars(scene["bars"], say), both, calc], str(d), f"{both[4:]} and {big} - {small} = {d}."
+        [_read_bars(scene["bars"], say), both, calc], str(d), f"{both[4:]} and {big} - {small} = {d}.", 1
     )
 
 
@@ -591,7 +599,9 @@ def _bar_sum(scene: Scene, q: Query, say: _Say, slip: int) -> _Body:
     v1, v2, both = _bar_pair(scene, q)
     s = v1 + v2 + slip
     calc = say(f"Adding them: {v1} + {v2} = {s}.", f"So the sum is {v1} + {v2} = {s}.")
-    return _Body([_read_bars(scene["bars"], say), both, calc], str(s), f"{both[4:]} and {v1} + {v2} = {s}.")
+    return _Body(
+        [_read_bars(scene["bars"], say), both, calc], str(s), f"{both[4:]} and {v1} + {v2} = {s}.", 1
+    )
 
 
 # grid_geometry ---------------------------------------------------------------------------------------
@@ -705,7 +715,7 @@ def _table_cell(scene: Scene, q: Query, say: _Say, slip: int) -> _Body:
         _read_table(scene["cells"], say),
         f"Row {r}, column {c} is the {where} number in row {r}, which is {v}.",
     ]
-    return _Body(steps, str(v), f"in row {r}, column {c} I see {v}.")
+    return _Body(steps, str(v), f"in row {r}, column {c} I see {v}.", overview=1)
 
 
 def _table_line_sum(scene: Scene, q: Query, say: _Say, slip: int) -> _Body:
@@ -718,7 +728,7 @@ def _table_line_sum(scene: Scene, q: Query, say: _Say, slip: int) -> _Body:
         holds = f"Column {i} holds {x} in row 1 and {y} in row 2"
     s = x + y + slip
     steps = [_read_table(cells, say), f"{holds}, so the sum is {x} + {y} = {s}."]
-    return _Body(steps, str(s), f"{holds[0].lower()}{holds[1:]}, and {x} + {y} = {s}.")
+    return _Body(steps, str(s), f"{holds[0].lower()}{holds[1:]}, and {x} + {y} = {s}.", overview=1)
 
 
 def _table_total(scene: Scene, q: Query, say: _Say, slip: int) -> _Body:
@@ -900,7 +910,13 @@ def _check_types(task: str, question_type: str) -> None:
 
 
 def _solution(
-    task: str, question_type: str, scene: Scene, query: Query, rng: random.Random | None = None, slip: int = 0
+    task: str,
+    question_type: str,
+    scene: Scene,
+    query: Query,
+    rng: random.Random | None = None,
+    slip: int = 0,
+    focused: bool = False,
 ) -> _Solution:
     _check_types(task, question_type)
     if slip and question_type not in SLIP_TYPES:
@@ -918,7 +934,8 @@ def _solution(
         f"Therefore, the answer is {body.answer}.",
         f"So the final answer is {body.answer}.",
     )
-    return _Solution([intro, *body.steps, conclusion], body.answer, body.check, ask, scene)
+    steps = body.steps[body.overview :] if focused else body.steps
+    return _Solution([intro, *steps, conclusion], body.answer, body.check, ask, scene)
 
 
 def solve(
@@ -929,15 +946,17 @@ def solve(
     *,
     rng: random.Random | None = None,
     slip: int = 0,
+    focused: bool = False,
 ) -> tuple[list[str], str]:
     """Step-by-step reasoning over a parsed scene and the answer it reaches.
 
     With `slip=0` (the default) the reasoning is correct. A non-zero `slip` (only for `SLIP_TYPES`) adds
     that much to the final arithmetic result, or, for spatial questions, flips the row/column numbering.
     `rng` varies the phrasing; without it the first phrasing is used, so `solve` is a pure function of
-    its arguments.
+    its arguments. `focused` leaves out the steps that restate the whole scene where the rest of the
+    reasoning names the values it needs (see `TeacherStyle`).
     """
-    sol = _solution(task, question_type, scene, query, rng, slip)
+    sol = _solution(task, question_type, scene, query, rng, slip, focused)
     return list(sol.steps), sol.answer
 
 
@@ -1069,6 +1088,7 @@ def _slipped(
     correct: _Solution,
     rng: random.Random,
     phrasing: int,
+    focused: bool = False,
 ) -> _Solution | None:
     """A solution with one natural slip whose answer differs from `correct` (None if none was found).
 
@@ -1080,10 +1100,10 @@ def _slipped(
         try:
             if question_type in SLIP_TYPES and rng.random() < 0.5:
                 slip = rng.choice((-2, -1, -1, 1, 1, 2))
-                sol = _solution(task, question_type, scene, query, random.Random(phrasing), slip)
+                sol = _solution(task, question_type, scene, query, random.Random(phrasing), slip, focused)
             else:
                 seen = _MISREADS[task](copy.deepcopy(scene), query, rng)
-                sol = _solution(task, question_type, seen, query, random.Random(phrasing))
+                sol = _solution(task, question_type, seen, query, random.Random(phrasing), 0, focused)
         except ValueError:
             continue
         if sol.answer == correct.answer:
@@ -1291,10 +1311,11 @@ class OfflineTeacher:
         n_fill = rng.randint(cfg.verbosity_min, cfg.verbosity_max)
         rambles = rng.random() < cfg.long_prob
         phrasing = rng.getrandbits(32)
-        correct = _solution(task, qtype, scene, query, random.Random(phrasing))
+        focused = cfg.style == "focused"
+        correct = _solution(task, qtype, scene, query, random.Random(phrasing), 0, focused)
         sol, wrong = correct, None
         if errs or reflects:
-            wrong = _slipped(task, qtype, scene, query, correct, rng, phrasing)
+            wrong = _slipped(task, qtype, scene, query, correct, rng, phrasing, focused)
         if errs and wrong is not None:
             sol = wrong
         paragraphs = list(sol.steps)
