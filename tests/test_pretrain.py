@@ -319,7 +319,8 @@ def test_image_reasoning_rows_ask_each_answer_item_from_the_image_alone_with_a_f
         assert prompt[1]["text"] == f"{record.question}\n{REASONING_INSTRUCTION}"
         assert record.caption not in prompt[1]["text"], "the image alone, no description"
         assert grade(extract_answer(completion), record.answer, record.choices), record.id
-        if getattr(record, "question_type", None) == "bar_value":  # focused: the one bar asked about, not all four
+        # focused: the one bar asked about, not all four
+        if getattr(record, "question_type", None) == "bar_value":
             assert completion.count(" is ") + completion.count(" has a value of ") <= 2, completion
     assert Counter(row["kind"] for row in build_training_rows(answer_items, items, 0.5, 0)) == Counter(
         {"answer": 60, **Counter(row["kind"] for row in rows if row["kind"] in ("caption", "reasoning"))}
@@ -335,7 +336,7 @@ def test_image_reasoning_rows_ask_each_answer_item_from_the_image_alone_with_a_f
             "pretrain.reasoning_fraction": 0.125,
         },
     )
-    trainer_cls, dataset, per_step = pretraining_trainer([dict(row) for row in rows], four, _Tokenizer())
+    _, dataset, per_step = pretraining_trainer([dict(row) for row in rows], four, _Tokenizer())
     assert per_step == 4 and len(dataset) == len(rows)
     mixed = four.model_copy(update={"pretrain": four.pretrain.model_copy(update={"batching": "mixed"})})
     _, dataset, _ = pretraining_trainer([dict(row) for row in rows], mixed, _Tokenizer())

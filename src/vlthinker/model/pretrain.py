@@ -127,34 +127,34 @@ def build_training_rows(
     the model learns to read a scene description, copy values and do the arithmetic: the language
     skills the instruct VLM the paper starts from already has.
     """
-    from vlthinker.teacher.offline import OfflineTeacher, OfflineTeacherConfig
-
     rng = random.Random(f"pretrain-mix:{seed}")
-    teacher = OfflineTeacher(  # clean solutions: no slips, reflections, fillers or rambling
-        OfflineTeacherConfig(
-            reflection_prob=0.0, error_prob=0.0, long_prob=0.0, verbosity_max=0, seed=seed, style="full"
-        )
-    )
+    teacher = clean_teacher(seed, "full")
     rows = [
         _row("answer", direct_question(record.question), f"\\boxed{{{record.answer}}}", image)
         for record, image in answer_items
     ]
     if image_reasoning:
-        focused = OfflineTeacher(
-            OfflineTeacherConfig(
-                reflection_prob=0.0, error_prob=0.0, long_prob=0.0, verbosity_max=0, seed=seed, style="focused"
-            )
-        )
-        rows += [
-            _row("image_reasoning", reasoning_question(record.question), verified_solution(record, focused), image)
-            for record, image in answer_items
-        ]
+        focused = clean_teacher(seed, "focused")
+        for record, image in answer_items:
+            solution = verified_solution(record, focused)
+            rows.append(_row("image_reasoning", reasoning_question(record.question), solution, image))
     for record, image in items:
         if rng.random() < reasoning_share:
             rows.append(_row("reasoning", *text_reasoning_example(record, teacher), image))
         else:
             rows.append(_row("caption", CAPTION_PROMPT, record.caption or "", image))
     return rows
+
+
+def clean_teacher(seed: int, style: str) -> Any:
+    """The offline teacher writing clean solutions (no slips, reflections, fillers or rambling)."""
+    from vlthinker.teacher.offline import OfflineTeacher, OfflineTeacherConfig
+
+    return OfflineTeacher(
+        OfflineTeacherConfig(
+            reflection_prob=0.0, error_prob=0.0, long_prob=0.0, verbosity_max=0, seed=seed, style=style
+        )
+    )
 
 
 def _reasoning_share(config: Config) -> float:
