@@ -232,7 +232,7 @@ def test_config_is_strict():
 
 def test_focused_style_leaves_out_the_scene_overview_and_reaches_the_same_answers(items):
     clean = {"error_prob": 0, "reflection_prob": 0, "verbosity_max": 0, "long_prob": 0, "seed": 3}
-    full = {record.id: chain for record, chain in _chains(items, OfflineTeacherConfig(**clean))}
+    full = {r.id: chain for r, chain in _chains(items, OfflineTeacherConfig(**clean, style="full"))}
     focused = _chains(items, OfflineTeacherConfig(**clean, style="focused"))
     shorter = set()
     for record, chain in focused:

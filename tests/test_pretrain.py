@@ -119,6 +119,7 @@ def test_direct_answers_come_from_easy_questions_in_their_share_and_steps_hold_t
             "pretrain.answer_items": 30,
             "pretrain.n_train": 30,
             "pretrain.answer_fraction": 0.5,
+            "pretrain.image_reasoning_fraction": 0.0,
             "pretrain.reasoning_fraction": 0.25,
             "pretrain.batch_size": 8,
             "pretrain.answer_easy_share": 1.0,

@@ -96,7 +96,7 @@ class PretrainConfig(_Section):
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
     answer_fraction: float = Field(
-        default=0.6, ge=0, le=1, description="share of each step's examples that are direct answers"
+        default=0.5625, ge=0, le=1, description="share of each step's examples that are direct answers"
     )
     answer_max_difficulty: int = Field(
         default=1, ge=1, description="difficulty of the 'easy' direct-answer questions (1 = read one thing)"
@@ -114,7 +114,7 @@ class PretrainConfig(_Section):
         description="distinct synthetic items the direct answers are drawn from (null: twice n_train)",
     )
     image_reasoning_fraction: float = Field(
-        default=0.0,
+        default=0.1875,
         ge=0,
         le=1,
         description="share of image-reasoning examples (the direct-answer items asked for step-by-step "
@@ -122,7 +122,7 @@ class PretrainConfig(_Section):
         "to reason about what it sees",
     )
     reasoning_fraction: float = Field(
-        default=0.2,
+        default=0.125,
         ge=0,
         le=1,
         description="share of text-reasoning examples (exact caption + question in the prompt -> a correct "

@@ -33,7 +33,7 @@ from vlthinker.prompts import (
 )
 from vlthinker.records import Record, sha256_bytes
 
-RECIPE_VERSION = 7  # bump when the pretraining code changes what it produces
+RECIPE_VERSION = 8  # bump when the pretraining code changes what it produces
 PRETRAIN_SEED_OFFSET = 10_000  # pretraining items come from their own seed stream
 PRETRAIN_ANSWER_SEED_OFFSET = 20_000  # and its direct-answer items from another
 ANY_DIFFICULTY_SEED_SHIFT = 5_000  # direct answers to questions of every difficulty: a third stream

@@ -70,7 +70,7 @@ class OfflineTeacherConfig(BaseModel):
     verbosity_min: int = Field(default=0, ge=0, le=50)
     verbosity_max: int = Field(default=4, ge=0, le=50)
     long_prob: float = Field(default=0.1, ge=0.0, le=1.0)
-    style: TeacherStyle = "full"
+    style: TeacherStyle = "focused"
     seed: int = 0
 
     @model_validator(mode="after")
