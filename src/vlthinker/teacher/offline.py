@@ -26,6 +26,11 @@ same inputs always give the same chains. Per chain, independently:
 - it adds `verbosity_min..verbosity_max` filler sentences, and with probability `long_prob` it rambles
   past ~300 words, so length filters have something to drop.
 
+`style` "focused" (the default) leaves out the opening overview of the whole scene (all four bars, every
+shape, the whole table) where the rest of the chain names the values it needs (one bar, one or two
+cells, the shapes of one colour, the number of shapes); "full" always writes it. A trace then asks a
+model that answers from the image for only the reads the question needs.
+
 It only knows the six synthetic families; real data needs an `openai` or `vllm` teacher. Everywhere it
 is labelled `OFFLINE_TEACHER_NAME`.
 """
@@ -376,13 +381,17 @@ def _count_all(scene: Scene, q: Query, say: _Say, slip: int) -> _Body:
 def _count_color(scene: Scene, q: Query, say: _Say, slip: int) -> _Body:
     desc = f"{q['color']} shapes"
     text, hits = _pick(scene["objects"], desc, lambda o: o["color"] == q["color"], say)
-    return _Body([_listing(scene["objects"], say), text], str(len(hits)), _names_or_none(hits, desc), 1)
+    return _Body(
+        [_listing(scene["objects"], say), text], str(len(hits)), _names_or_none(hits, desc), overview=1
+    )
 
 
 def _count_shape(scene: Scene, q: Query, say: _Say, slip: int) -> _Body:
     desc = PLURAL[q["shape"]]
     text, hits = _pick(scene["objects"], desc, lambda o: o["shape"] == q["shape"], say)
-    return _Body([_listing(scene["objects"], say), text], str(len(hits)), _names_or_none(hits, desc), 1)
+    return _Body(
+        [_listing(scene["objects"], say), text], str(len(hits)), _names_or_none(hits, desc), overview=1
+    )
 
 
 def _count_color_shape(scene: Scene, q: Query, say: _Say, slip: int) -> _Body:
@@ -591,7 +600,10 @@ def _bar_diff(scene: Scene, q: Query, say: _Say, slip: int) -> _Body:
         f"Subtracting the smaller from the larger gives {big} - {small} = {d}.",
     )
     return _Body(
-        [_read_bars(scene["bars"], say), both, calc], str(d), f"{both[4:]} and {big} - {small} = {d}.", 1
+        [_read_bars(scene["bars"], say), both, calc],
+        str(d),
+        f"{both[4:]} and {big} - {small} = {d}.",
+        overview=1,
     )
 
 
@@ -600,7 +612,7 @@ def _bar_sum(scene: Scene, q: Query, say: _Say, slip: int) -> _Body:
     s = v1 + v2 + slip
     calc = say(f"Adding them: {v1} + {v2} = {s}.", f"So the sum is {v1} + {v2} = {s}.")
     return _Body(
-        [_read_bars(scene["bars"], say), both, calc], str(s), f"{both[4:]} and {v1} + {v2} = {s}.", 1
+        [_read_bars(scene["bars"], say), both, calc], str(s), f"{both[4:]} and {v1} + {v2} = {s}.", overview=1
     )
 
 
