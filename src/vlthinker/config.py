@@ -155,6 +155,21 @@ class PretrainConfig(_Section):
     log_every: int = Field(default=50, ge=1)
     seed: int = 0
 
+    @property
+    def item_fraction(self) -> float:
+        """Share of each step's rows made from the caption/reasoning items: what the two kinds made
+        from the direct-answer items (answers, image reasoning) leave."""
+        return 1.0 - self.answer_fraction - self.image_reasoning_fraction
+
+    def kind_shares(self) -> dict[str, float]:
+        """Each kind of example's share of a step's rows."""
+        return {
+            "answer": self.answer_fraction,
+            "image_reasoning": self.image_reasoning_fraction,
+            "reasoning": self.reasoning_fraction,
+            "caption": self.item_fraction - self.reasoning_fraction,
+        }
+
     @model_validator(mode="after")
     def _fractions(self) -> PretrainConfig:
         if self.answer_fraction + self.image_reasoning_fraction + self.reasoning_fraction > 1:

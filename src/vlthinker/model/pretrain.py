@@ -160,8 +160,7 @@ def clean_teacher(seed: int, style: str) -> Any:
 def _reasoning_share(config: Config) -> float:
     """Share of the caption/reasoning items that become text-reasoning examples."""
     p = config.pretrain
-    rest = 1.0 - p.answer_fraction - p.image_reasoning_fraction
-    return p.reasoning_fraction / rest if rest > 0 else 0.0
+    return p.reasoning_fraction / p.item_fraction if p.item_fraction > 0 else 0.0
 
 
 def _row(kind: str, prompt: str, completion: str, image: Any) -> dict:
@@ -198,7 +197,7 @@ def pretraining_items(config: Config) -> tuple[list[tuple[Record, Any]], list[tu
             )
     items = (
         synthetic_items(config, p.n_train, PRETRAIN_SEED_OFFSET + p.seed, "train")
-        if p.answer_fraction + p.image_reasoning_fraction < 1
+        if p.item_fraction > 0
         else []
     )
     return answer_items, items
@@ -241,16 +240,10 @@ def pretraining_trainer(rows: list[dict], config: Config, tokenizer: Any) -> tup
     from vlthinker.model.batching import kind_step_batches, kind_step_trainer, mean_tokens_per_step
 
     p = config.pretrain
-    shares = {
-        "answer": p.answer_fraction,
-        "image_reasoning": p.image_reasoning_fraction,
-        "reasoning": p.reasoning_fraction,
-        "caption": 1.0 - p.answer_fraction - p.image_reasoning_fraction - p.reasoning_fraction,
-    }
+    shares, rest = p.kind_shares(), p.item_fraction
     if p.batching == "mixed":  # the rows made from the answer items cut to their shares of the rows
         pooled = ("answer", "image_reasoning")
         others = [row for row in rows if row["kind"] not in pooled]
-        rest = 1.0 - p.answer_fraction - p.image_reasoning_fraction
         kept = []
         for kind in pooled:
             of_kind = [row for row in rows if row["kind"] == kind]

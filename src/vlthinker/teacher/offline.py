@@ -958,17 +958,15 @@ def solve(
     *,
     rng: random.Random | None = None,
     slip: int = 0,
-    focused: bool = False,
 ) -> tuple[list[str], str]:
     """Step-by-step reasoning over a parsed scene and the answer it reaches.
 
     With `slip=0` (the default) the reasoning is correct. A non-zero `slip` (only for `SLIP_TYPES`) adds
     that much to the final arithmetic result, or, for spatial questions, flips the row/column numbering.
     `rng` varies the phrasing; without it the first phrasing is used, so `solve` is a pure function of
-    its arguments. `focused` leaves out the steps that restate the whole scene where the rest of the
-    reasoning names the values it needs (see `TeacherStyle`).
+    its arguments.
     """
-    sol = _solution(task, question_type, scene, query, rng, slip, focused)
+    sol = _solution(task, question_type, scene, query, rng, slip)
     return list(sol.steps), sol.answer
 
 
