@@ -41,6 +41,7 @@ def test_pretrain_reports_and_caches_by_content(tmp_path):
     on_disk = json.loads((tmp_path / "base" / REPORT_FILE).read_text())
     assert on_disk["cache_key"] == cache_key(config)
     assert "families clearly above chance" in format_report(report)
+    assert 0.0 <= report.arithmetic_accuracy <= 1.0 and "arithmetic drills" in format_report(report)
 
     again, cached = pretrain_base(
         config, tmp_path / "elsewhere", cache_dir=tmp_path / "cache", log=logs.append
@@ -349,3 +350,58 @@ def test_image_reasoning_shares_are_validated_with_the_others():
         load_config(None, {"pretrain.answer_fraction": 0.6, "pretrain.image_reasoning_fraction": 0.3})
     with pytest.raises(ConfigError, match="needs answer_fraction > 0"):
         load_config(None, {"pretrain.answer_fraction": 0.0, "pretrain.image_reasoning_fraction": 0.3})
+
+
+def test_arithmetic_drills_are_their_own_kind_in_their_share_and_validated():
+    from vlthinker.model.arithmetic import drills
+    from vlthinker.model.batching import step_allocation
+    from vlthinker.model.pretrain import arithmetic_drills, pretraining_trainer
+
+    config = load_config(None)
+    assert arithmetic_drills(config) == [], "off by default"
+    items = synthetic_items(config, 20, seed=10_000, split="train")
+    answer_items = synthetic_items(config, 40, seed=20_000, split="train")
+    drill_pairs = drills(30, seed=0)
+    rows = build_training_rows(answer_items, items, 0.5, 0, image_reasoning=True, arithmetic=drill_pairs)
+    drill_rows = [row for row in rows if row["kind"] == "arithmetic"]
+    assert len(drill_rows) == 30
+    for (prompt, completion), row in zip(drill_pairs, drill_rows, strict=True):
+        assert row["prompt"][0]["content"][1]["text"] == prompt
+        assert row["completion"][0]["content"][0]["text"] == completion
+        assert len(row["images"]) == 1, "every row of the VLM's batches carries an image"
+    with pytest.raises(ValueError, match="need at least one pretraining item"):
+        build_training_rows([], [], 0.5, 0, arithmetic=drill_pairs)
+
+    five = load_config(
+        None,
+        {
+            **SMALL,
+            "pretrain.batch_size": 18,
+            "pretrain.answer_fraction": 9 / 18,
+            "pretrain.image_reasoning_fraction": 3 / 18,
+            "pretrain.reasoning_fraction": 2 / 18,
+            "pretrain.arithmetic_fraction": 2 / 18,
+            "pretrain.arithmetic_drills": 30,
+        },
+    )
+    assert len(arithmetic_drills(five)) == 30
+    assert five.pretrain.kind_shares()["caption"] == pytest.approx(2 / 18)
+    kinds = [row["kind"] for row in rows]
+    assert step_allocation(kinds, 18, five.pretrain.kind_shares()) == {
+        "answer": 9,
+        "arithmetic": 2,
+        "caption": 2,
+        "image_reasoning": 3,
+        "reasoning": 2,
+    }
+    _, dataset, per_step = pretraining_trainer([dict(row) for row in rows], five, _Tokenizer())
+    assert per_step == 5 and len(dataset) == len(rows)
+    mixed = five.model_copy(update={"pretrain": five.pretrain.model_copy(update={"batching": "mixed"})})
+    others = sum(kind in ("caption", "reasoning") for kind in kinds)
+    _, dataset, _ = pretraining_trainer([dict(row) for row in rows], mixed, _Tokenizer())
+    # caption + text reasoning are 4/18 of the rows: the drills are cut to half of them
+    assert len(dataset) == others + min(40, round(others * 9 / 4)) + min(40, round(others * 3 / 4)) + round(
+        others * 2 / 4
+    )
+    with pytest.raises(ConfigError, match="arithmetic_fraction"):
+        load_config(None, {"pretrain.arithmetic_fraction": 0.3})

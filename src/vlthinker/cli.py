@@ -96,8 +96,10 @@ def pretrain_base_cmd(
 ) -> None:
     """Pretrain the tiny VLM into the base model the first iteration has to beat.
 
-    Trains on synthetic (image -> exact caption) pairs and direct answers (\\boxed{X}, no reasoning),
-    then reports caption loss and held-out direct-answer accuracy per task family against chance.
+    Trains on synthetic (image -> exact caption) pairs, direct answers (\\boxed{X}, no reasoning),
+    step-by-step solutions (from the image, and from its exact description) and arithmetic drills,
+    then reports caption loss, held-out direct-answer accuracy per task family against chance, and
+    the share of right equations on held-out arithmetic drills.
     Writes the model directory (with base_report.json) into OUTPUT; the result is cached by content
     (config + seed) under STATE_DIR/cache/base/, so a second call with the same config is instant.
     """

@@ -88,15 +88,17 @@ class ModelConfig(_Section):
 
 
 class PretrainConfig(_Section):
-    """Base pretraining of the tiny model: image → exact caption, direct boxed answers, text reasoning."""
+    """Base pretraining of the tiny model: image → exact caption, direct boxed answers, image and text
+    reasoning, arithmetic drills. A default step is 18 rows: 9 / 3 / 2 / 2 / 2 (answers, image
+    reasoning, text reasoning, arithmetic, captions)."""
 
     steps: int = Field(default=1600, ge=1)
-    batch_size: int = Field(default=16, ge=1)
+    batch_size: int = Field(default=18, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0, le=1)
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
     answer_fraction: float = Field(
-        default=0.5625, ge=0, le=1, description="share of each step's examples that are direct answers"
+        default=9 / 18, ge=0, le=1, description="share of each step's examples that are direct answers"
     )
     answer_max_difficulty: int = Field(
         default=1, ge=1, description="difficulty of the 'easy' direct-answer questions (1 = read one thing)"
@@ -114,7 +116,7 @@ class PretrainConfig(_Section):
         description="distinct synthetic items the direct answers are drawn from (null: twice n_train)",
     )
     image_reasoning_fraction: float = Field(
-        default=0.1875,
+        default=3 / 18,
         ge=0,
         le=1,
         description="share of image-reasoning examples (the direct-answer items asked for step-by-step "
@@ -122,12 +124,21 @@ class PretrainConfig(_Section):
         "to reason about what it sees",
     )
     reasoning_fraction: float = Field(
-        default=0.125,
+        default=2 / 18,
         ge=0,
         le=1,
         description="share of text-reasoning examples (exact caption + question in the prompt -> a correct "
         "step-by-step solution): the language skills (reading, copying, arithmetic) an instruct VLM has",
     )
+    arithmetic_fraction: float = Field(
+        default=2 / 18,
+        ge=0,
+        le=1,
+        description="share of arithmetic drills (a few sums, differences and products in the chains' "
+        "notation -> each restated with its value, vlthinker.model.arithmetic): the arithmetic an instruct "
+        "VLM brings and the tiny base lacks",
+    )
+    arithmetic_drills: int = Field(default=4000, ge=1, description="distinct arithmetic drills")
     vision_lr_scale: float = Field(
         default=0.0,
         ge=0,
@@ -158,8 +169,8 @@ class PretrainConfig(_Section):
     @property
     def item_fraction(self) -> float:
         """Share of each step's rows made from the caption/reasoning items: what the two kinds made
-        from the direct-answer items (answers, image reasoning) leave."""
-        return 1.0 - self.answer_fraction - self.image_reasoning_fraction
+        from the direct-answer items (answers, image reasoning) and the arithmetic drills leave."""
+        return 1.0 - self.answer_fraction - self.image_reasoning_fraction - self.arithmetic_fraction
 
     def kind_shares(self) -> dict[str, float]:
         """Each kind of example's share of a step's rows."""
@@ -167,16 +178,18 @@ class PretrainConfig(_Section):
             "answer": self.answer_fraction,
             "image_reasoning": self.image_reasoning_fraction,
             "reasoning": self.reasoning_fraction,
+            "arithmetic": self.arithmetic_fraction,
             "caption": self.item_fraction - self.reasoning_fraction,
         }
 
     @model_validator(mode="after")
     def _fractions(self) -> PretrainConfig:
-        if self.answer_fraction + self.image_reasoning_fraction + self.reasoning_fraction > 1:
+        if self.item_fraction - self.reasoning_fraction < -1e-9:
             raise ValueError(
                 f"answer_fraction ({self.answer_fraction}) + image_reasoning_fraction "
-                f"({self.image_reasoning_fraction}) + reasoning_fraction ({self.reasoning_fraction}) "
-                "must not exceed 1 (the rest are caption examples)"
+                f"({self.image_reasoning_fraction}) + reasoning_fraction ({self.reasoning_fraction}) + "
+                f"arithmetic_fraction ({self.arithmetic_fraction}) must not exceed 1 (the rest are caption "
+                "examples)"
             )
         if self.image_reasoning_fraction > 0 and self.answer_fraction == 0:
             raise ValueError(
