@@ -21,7 +21,7 @@ from vlthinker.prompts import CAPTION_PROMPT
 
 SMALL = {
     "pretrain.steps": 4,
-    "pretrain.batch_size": 4,
+    "pretrain.batch_size": 5,  # one row of each of the five kinds
     "pretrain.n_train": 16,
     "pretrain.n_heldout": 12,
     "pretrain.log_every": 2,
@@ -124,6 +124,7 @@ def test_direct_answers_come_from_easy_questions_in_their_share_and_steps_hold_t
             "pretrain.reasoning_fraction": 0.25,
             "pretrain.batch_size": 8,
             "pretrain.answer_easy_share": 1.0,
+            "pretrain.arithmetic_fraction": 0.0,
         },
     )
     answer_items, items = pretraining_items(config)
@@ -336,6 +337,7 @@ def test_image_reasoning_rows_ask_each_answer_item_from_the_image_alone_with_a_f
             "pretrain.answer_fraction": 0.5,
             "pretrain.image_reasoning_fraction": 0.25,
             "pretrain.reasoning_fraction": 0.125,
+            "pretrain.arithmetic_fraction": 0.0,
         },
     )
     _, dataset, per_step = pretraining_trainer([dict(row) for row in rows], four, _Tokenizer())
@@ -358,7 +360,8 @@ def test_arithmetic_drills_are_their_own_kind_in_their_share_and_validated():
     from vlthinker.model.pretrain import arithmetic_drills, pretraining_trainer
 
     config = load_config(None)
-    assert arithmetic_drills(config) == [], "off by default"
+    assert len(arithmetic_drills(config)) == 4000, "on by default: 2 of 18 rows a step"
+    assert arithmetic_drills(load_config(None, {"pretrain.arithmetic_fraction": 0.0})) == []
     items = synthetic_items(config, 20, seed=10_000, split="train")
     answer_items = synthetic_items(config, 40, seed=20_000, split="train")
     drill_pairs = drills(30, seed=0)
