@@ -72,6 +72,8 @@ def test_equations_are_found_link_by_link_and_wrong_ones_counted():
     assert equation_accuracy([text]) == (6, 6)
     assert equation_accuracy(["Area = 6 × 2 = 1.", "5 × 3 = 15 and 4 + 4 = 9"]) == (1, 3)
     assert equation_accuracy(["no arithmetic here, row 1 = top"]) == (0, 0)
+    # a model writes anything: leading zeros (a clock's minutes) are numbers, not a crash
+    assert equation_accuracy(["At 3:05 - 2 = 3, and 07 + 1 = 08."]) == (2, 2)
 
 
 def test_evaluate_reads_only_arithmetic():

@@ -108,6 +108,7 @@ def evaluate(side: str) -> int:
     expression = side.replace("×", "*")
     if not re.fullmatch(r"[\d\s+\-*()]+", expression):
         raise ValueError(f"not an arithmetic expression: {side!r}")
+    expression = re.sub(r"\d+", lambda number: str(int(number.group())), expression)  # "05" -> "5"
     return int(eval(expression, {"__builtins__": {}}, {}))  # digits, + - * and parentheses only
 
 
