@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 
 import pytest
@@ -29,11 +30,17 @@ SMALL = {
 }
 
 
-def test_pretrain_reports_and_caches_by_content(tmp_path):
+def test_pretrain_reports_and_caches_by_content(tmp_path, capsys, caplog):
     config = load_config(None, SMALL)
     logs: list[str] = []
-    report, cached = pretrain_base(config, tmp_path / "base", cache_dir=tmp_path / "cache", log=logs.append)
+    with caplog.at_level(logging.INFO):
+        report, cached = pretrain_base(
+            config, tmp_path / "base", cache_dir=tmp_path / "cache", log=logs.append
+        )
     assert not cached
+    # one progress line per log event (ours), not the Trainer's raw dicts or accelerate's eval notices
+    assert "{'loss'" not in capsys.readouterr().out
+    assert not [r for r in caplog.records if "had no length" in r.getMessage()]
     assert report.steps == 4 and report.n_heldout_items == 12
     assert set(report.per_task) == set(config.data.tasks)
     assert 0.0 <= report.heldout_accuracy <= 1.0 and report.caption_loss > 0

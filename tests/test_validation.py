@@ -552,3 +552,19 @@ def test_bad_arguments_are_user_errors(clean_source, tmp_path):
 def test_config_rejects_inverted_bounds():
     with pytest.raises(ValueError, match="caption_min_words"):
         ValidationConfig(caption_min_words=50, caption_max_words=10)
+
+
+def test_great_expectations_bookkeeping_stays_out_of_the_step_output():
+    """kfp.local logs at INFO: GE's import-time chatter (~240 lines a step) must not reach it."""
+    code = (
+        "import logging; logging.basicConfig(level=logging.INFO)\n"
+        "import pandas as pd\n"
+        "from vlthinker.validation.rules import CRITICAL, Rule\n"
+        "from vlthinker.validation.suites import run_suite\n"
+        "rule = Rule('has-id', CRITICAL, 'an id column', 'ExpectColumnToExist', {'column': 'id'})\n"
+        "result = run_suite(pd.DataFrame({'ref': ['a (line 1)'], 'id': ['a']}), [rule], 'probe')\n"
+        "assert result['success'], result\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "great_expectations" not in result.stderr, result.stderr[:2000]

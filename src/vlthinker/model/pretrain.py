@@ -14,13 +14,15 @@ seed + recipe version), and a cache entry whose weights no longer match their re
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import random
 import shutil
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -476,10 +478,23 @@ def _trainer_args(config: Config, output_dir: str, device: str, accumulation: in
     )
 
 
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Raise logger `name` to WARNING for the block (its INFO lines are not news to a user)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
     """Build the tiny model, pretrain it, score it, and save it into ``model_dir``."""
     import torch
     from datasets import Dataset
+    from transformers import PrinterCallback
 
     from vlthinker.backends.hf import SamplingParams, generate
     from vlthinker.model.loader import LoadedModel, default_device, load_model, save_model
@@ -528,10 +543,13 @@ def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
             callbacks=[progress_callback("pretrain", log, p.batch_size)],
             optimizers=(vision_scaled_optimizer(loaded.model, config), None),
         )
-        started = time.monotonic()
-        result = trainer.train()
-        train_seconds = time.monotonic() - started
-        caption_loss = float(trainer.evaluate()["eval_loss"])
+        trainer.remove_callback(PrinterCallback)  # the progress callback prints one line per log event
+        # accelerate logs "The used dataset had no length" at INFO once per evaluation batch
+        with _quiet_logger("accelerate.accelerator"):
+            started = time.monotonic()
+            result = trainer.train()
+            train_seconds = time.monotonic() - started
+            caption_loss = float(trainer.evaluate()["eval_loss"])
     model = trainer.model.eval()
     log(
         f"pretrain: trained {p.steps} steps in {train_seconds:.0f}s; held-out caption loss {caption_loss:.4f}"

@@ -24,13 +24,30 @@ INDEX_COLUMN = "ref"
 
 
 @functools.lru_cache(maxsize=1)
-def _context() -> Any:
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+def _gx() -> Any:
+    """The `great_expectations` module, imported quietly (every import of it goes through here).
 
+    Importing GE logs ~240 INFO lines of its own bookkeeping ("Skipping registering function ..."),
+    which under kfp.local's INFO logging buried each validation step's output: its loggers are
+    raised to ERROR before the import.
+    """
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     for name in ("great_expectations", "great_expectations.core", "great_expectations.expectations"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    import great_expectations as gx
+    import great_expectations.expectations  # the submodule `expectation` reads
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    # this module sets its own INFO level at import ("Created temporary directory ... for ephemeral docs")
+    logging.getLogger(ProgressBarsConfig.__module__).setLevel(logging.ERROR)
+    return gx
+
+
+@functools.lru_cache(maxsize=1)
+def _context() -> Any:
+    gx = _gx()
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     source = context.data_sources.add_pandas("vlthinker")
@@ -40,9 +57,7 @@ def _context() -> Any:
 
 def expectation(rule: Rule) -> Any:
     """The GE expectation object of a rule, carrying the rule name, description and severity."""
-    import great_expectations.expectations as gxe
-
-    cls = getattr(gxe, rule.expectation)
+    cls = getattr(_gx().expectations, rule.expectation)
     kwargs = {k: v for k, v in rule.kwargs.items() if v is not None}
     return cls(
         **kwargs,
@@ -54,8 +69,7 @@ def expectation(rule: Rule) -> Any:
 
 def run_suite(frame: pd.DataFrame, rules: list[Rule], kind: str, example_count: int = 20) -> dict[str, Any]:
     """Validate `frame` against `rules`; return GE's validation result as a JSON-ready dict."""
-    import great_expectations as gx
-
+    gx = _gx()
     context, batch_definition = _context()
     tag = uuid.uuid4().hex[:12]
     suite = context.suites.add(gx.ExpectationSuite(name=f"vlthinker-{kind}-{tag}"))
