@@ -36,13 +36,17 @@ def gate(
     iteration: int,
     model: Input[Model],
     evaluation: Input[Artifact],
+    control_evaluation: Input[Artifact],
     sft_data: Input[Dataset],
     rl_data: Input[Dataset],
     source: Input[Dataset],
     heldout: Input[Dataset],
     report: Output[Markdown],
 ):
-    """Register the candidate with lineage (once), compare it with the champion on the same items, decide."""
+    """Register the candidate with lineage (once), compare it with the champion on the same items, decide.
+
+    ``control_evaluation``: the iteration's SFT model alone on the same items, recorded on the version.
+    """
     from vlthinker.tasks.data import parse_config
     from vlthinker.tasks.registry import gate
     from vlthinker.tasks.timing import timed
@@ -62,6 +66,7 @@ def gate(
             model.path,
             evaluation.path,
             datasets,
+            control_eval_dir=control_evaluation.path,
         )
         report.metadata.update({"version": result["version"], "decision": result["decision"]})
         with open(report.path, "w", encoding="utf-8") as handle:

@@ -1,5 +1,7 @@
 """The one pipeline graph: N iterations of (traces -> validate -> SFT -> select -> GRPO -> evaluate -> gate).
 
+Each iteration also evaluates its SFT model alone, as a control recorded beside the candidate.
+
 Iteration 1 distils from the text-only teacher; later iterations self-generate with the previous
 iteration's RL model (the paper's loop). Promotion is the registry's concern and never blocks the
 loop: a rejected candidate is recorded, not served. The number of iterations is unrolled when the
@@ -96,6 +98,16 @@ def build_pipeline(config: Config, cluster: bool = False):
                 base=base.outputs["model"],
                 **tracked,
             ).after(traces_ok)
+            # the SFT-only control: what the iteration's GRPO step adds (or costs) is the candidate's
+            # accuracy minus this, on the same held-out items (recorded on the candidate, not gated)
+            sft_eval = step(
+                model.evaluate,
+                f"{tag}: evaluate SFT (control)",
+                stage=f"iter{iteration}-sft",
+                model=sft.outputs["model"],
+                heldout=heldout,
+                **common,
+            )
             selected = step(
                 model.select,
                 f"{tag}: select RL data",
@@ -140,6 +152,7 @@ def build_pipeline(config: Config, cluster: bool = False):
                 iteration=iteration,
                 model=rl.outputs["model"],
                 evaluation=rl_eval.outputs["evaluation"],
+                control_evaluation=sft_eval.outputs["evaluation"],
                 sft_data=sft_data,
                 rl_data=rl_data,
                 source=captioned,

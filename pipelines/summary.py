@@ -26,6 +26,7 @@ def summary_rows(status: dict, run_label: str) -> list[dict]:
                 "sft_items": tags.get("vlt.sft_data_records", "-"),
                 "rl_items": tags.get("vlt.rl_data_records", "-"),
                 "accuracy": version["metrics"].get("heldout_accuracy"),
+                "sft_accuracy": tags.get("vlt.sft_control_heldout_accuracy"),
                 "decision": version["decision"] or "-",
                 "reason": (version["reasons"] or ["-"])[-1],
                 "aliases": ",".join(version["aliases"]) or "-",
@@ -39,15 +40,19 @@ def format_summary(status: dict, run_label: str, seconds: float, tracking_uri: s
     lines = [
         f"run {run_label} finished in {seconds:.0f}s; registered model {status['model']!r}",
         f"base model: held-out accuracy {_pct(base.get('heldout_accuracy'))}",
-        f"{'iter':>4}  {'version':>7}  {'SFT items':>9}  {'RL items':>8}  {'held-out':>8}  {'decision':<9} "
-        "aliases: reason",
+        f"{'iter':>4}  {'version':>7}  {'SFT items':>9}  {'RL items':>8}  {'SFT only':>8}  {'held-out':>8}  "
+        f"{'decision':<9} aliases: reason",
     ]
     for row in summary_rows(status, run_label):
         lines.append(
             f"{row['iteration']:>4}  {row['version']:>7}  {row['sft_items']:>9}  {row['rl_items']:>8}  "
-            f"{_pct(row['accuracy']):>8}  {row['decision']:<9} "
+            f"{_pct(row['sft_accuracy']):>8}  {_pct(row['accuracy']):>8}  {row['decision']:<9} "
             f"{row['aliases']}: {row['reason']}"
         )
+    lines.append(
+        "(held-out: the candidate after GRPO, which the gate compares; SFT only: the iteration's SFT "
+        "model on the same items, a control the gate does not use)"
+    )
     champion = status.get("champion")
     lines.append(
         f"champion: {status['model']}/{champion}"

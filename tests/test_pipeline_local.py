@@ -46,6 +46,9 @@ def test_run_registers_each_iteration_with_lineage(smoke_run):
         for role in ("train", "sft_data", "rl_data", "eval:heldout"):
             assert len(tags[f"vlt.dataset.{role}"]) == 36, role  # <md5>.dir
         assert tags["vlt.config_hash"] and tags["vlt.pipeline_run_id"] != "none"
+        # the iteration's SFT model alone, on the same items: the control beside the candidate
+        assert 0.0 <= float(tags["vlt.sft_control_heldout_accuracy"]) <= 1.0
+        assert tags["vlt.sft_control_heldout_n"] == tags["vlt.metric.heldout_n"]
     assert versions[1]["tags"]["vlt.parent_version"] == str(versions[0]["version"])
     promoted = [v for v in versions if v["decision"] == "promote"]
     if promoted:
@@ -55,6 +58,16 @@ def test_run_registers_each_iteration_with_lineage(smoke_run):
     out = result.stdout
     assert "champion:" in out and "mlflow ui --backend-store-uri" in out
     assert "base model: held-out accuracy" in out
+    assert "SFT only" in out
+    for v in versions:  # each iteration's row shows its control beside its candidate
+        control = f"{100 * float(v['tags']['vlt.sft_control_heldout_accuracy']):.1f}%"
+        candidate = f"{100 * v['metrics']['heldout_accuracy']:.1f}%"
+        assert re.search(
+            rf"^\s+{v['iteration']}\s+{v['version']}\s+\S+\s+\S+\s+{re.escape(control)}\s+"
+            rf"{re.escape(candidate)}\s",
+            out,
+            re.M,
+        ), out[-2000:]
 
 
 def test_run_writes_each_steps_own_compute_time(smoke_run):

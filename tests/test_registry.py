@@ -14,6 +14,7 @@ from mlflow_helpers import MD5, fake_model, mlflow_template, state_dir_from, wri
 from vlthinker.registry.client import (
     Registry,
     RegistryAuthError,
+    RegistryError,
     RegistryUnavailableError,
     RetryPolicy,
     is_transient,
@@ -338,3 +339,20 @@ def test_unreachable_mlflow_fails_clearly_and_registers_nothing(tmp_path):
         app, ["registry", "status", "--tracking-uri", dead, "--set", "registry.retries=1"]
     )
     assert result.exit_code != 0 and isinstance(result.exception, RegistryUnavailableError)
+
+
+def test_sft_control_tags_come_only_from_the_candidates_own_items(tmp_path):
+    from vlthinker.tasks.registry import control_tags
+
+    candidate = write_eval(tmp_path / "candidate", [True, False, False, True])
+    control = write_eval(tmp_path / "control", [True, True, True, False])
+    tags = control_tags(str(candidate), str(control))
+    assert float(tags["sft_control_heldout_accuracy"]) == 0.75
+    assert float(tags["sft_control_accuracy"]) == 0.75 and tags["sft_control_heldout_n"] == "4"
+
+    other_items = write_eval(tmp_path / "other-items", [True, True, True])
+    other_benchmark = write_eval(tmp_path / "other-md5", [True, True, True, False], md5="0" * 32 + ".dir")
+    for wrong in (other_items, other_benchmark):
+        with pytest.raises(RegistryError, match="a control must use the same items") as error:
+            control_tags(str(candidate), str(wrong))
+        assert str(wrong) in str(error.value)

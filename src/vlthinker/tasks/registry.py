@@ -67,6 +67,36 @@ def lineage_inputs(datasets: dict[str, dict[str, Any]]) -> list:
     ]
 
 
+def control_tags(candidate_eval_dir: str, control_eval_dir: str, name: str = "sft_control") -> dict[str, str]:
+    """``{f"{name}_<metric>": value}`` for a control evaluated on the candidate's very items.
+
+    The registry records it beside the candidate (tags ``vlt.sft_control_accuracy``, ...) so what
+    GRPO added is the candidate's accuracy minus the control's; it plays no part in the gate. A
+    control scored on other items says nothing about that, so it is refused.
+    """
+    from vlthinker.evaluation import (
+        benchmark_hashes,
+        correctness,
+        headline_metrics,
+        read_metrics,
+        read_predictions,
+    )
+    from vlthinker.registry.client import RegistryError
+
+    candidate, control = read_metrics(candidate_eval_dir), read_metrics(control_eval_dir)
+    same_hashes = benchmark_hashes(candidate) == benchmark_hashes(control)
+    same_items = set(correctness(read_predictions(candidate_eval_dir))) == set(
+        correctness(read_predictions(control_eval_dir))
+    )
+    if not (same_hashes and same_items):
+        raise RegistryError(
+            f"control evaluation {control_eval_dir} was not scored on the items of the candidate's "
+            f"evaluation {candidate_eval_dir} (benchmarks {benchmark_hashes(control)} vs "
+            f"{benchmark_hashes(candidate)}): a control must use the same items"
+        )
+    return {f"{name}_{key}": f"{value:.6g}" for key, value in headline_metrics(control).items()}
+
+
 def gate(
     config: Config,
     state_dir: str,
@@ -77,8 +107,13 @@ def gate(
     model_dir: str,
     eval_dir: str,
     datasets: dict[str, dict[str, Any]],
+    control_eval_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Register the iteration's RL model (once) with lineage, then gate it; return the decision."""
+    """Register the iteration's RL model (once) with lineage, then gate it; return the decision.
+
+    ``control_eval_dir``: the iteration's SFT model evaluated on the same items, recorded on the
+    version (:func:`control_tags`).
+    """
     from vlthinker.registry.client import open_registry
     from vlthinker.registry.gate import GateSettings, gate_version, make_lock, recover
     from vlthinker.registry.register import Provenance, detect_git_commit, register_candidate
@@ -99,9 +134,12 @@ def gate(
             pipeline_run_id=run_label,
             config_hash=config.content_hash(),
             extra={
-                f"{role}_records": str(record_count(meta["path"]))
-                for role, meta in datasets.items()
-                if "path" in meta
+                **{
+                    f"{role}_records": str(record_count(meta["path"]))
+                    for role, meta in datasets.items()
+                    if "path" in meta
+                },
+                **(control_tags(eval_dir, control_eval_dir) if control_eval_dir else {}),
             },
         )
         version = register_candidate(
