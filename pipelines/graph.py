@@ -50,17 +50,13 @@ def build_pipeline(config: Config, cluster: bool = False):
                 data.validate, f"validate {name}", kind=kind, dataset=dataset, heldout=heldout, **common
             )
 
+        def evaluate(name: str, stage: str, model_artifact):
+            return step(model.evaluate, name, stage=stage, model=model_artifact, heldout=heldout, **common)
+
         validate("sources", "source", train)
         validate("held-out", "eval", heldout)
         base = step(model.base_model, "base model", state_dir=state_dir, **common)
-        base_eval = step(
-            model.evaluate,
-            "evaluate base",
-            stage="base",
-            model=base.outputs["model"],
-            heldout=heldout,
-            **common,
-        )
+        base_eval = evaluate("evaluate base", "base", base.outputs["model"])
         captioned = step(
             data.caption,
             "caption",
@@ -100,13 +96,8 @@ def build_pipeline(config: Config, cluster: bool = False):
             ).after(traces_ok)
             # the SFT-only control: what the iteration's GRPO step adds (or costs) is the candidate's
             # accuracy minus this, on the same held-out items (recorded on the candidate, not gated)
-            sft_eval = step(
-                model.evaluate,
-                f"{tag}: evaluate SFT (control)",
-                stage=f"iter{iteration}-sft",
-                model=sft.outputs["model"],
-                heldout=heldout,
-                **common,
+            sft_eval = evaluate(
+                f"{tag}: evaluate SFT (control)", f"iter{iteration}-sft", sft.outputs["model"]
             )
             selected = step(
                 model.select,
@@ -127,14 +118,7 @@ def build_pipeline(config: Config, cluster: bool = False):
                 sft_model=sft.outputs["model"],
                 **tracked,
             ).after(rl_ok)
-            rl_eval = step(
-                model.evaluate,
-                f"{tag}: evaluate",
-                stage=f"iter{iteration}-rl",
-                model=rl.outputs["model"],
-                heldout=heldout,
-                **common,
-            )
+            rl_eval = evaluate(f"{tag}: evaluate", f"iter{iteration}-rl", rl.outputs["model"])
             if iteration == 1:
                 # the registry is first written once a candidate exists: a failure before it leaves
                 # the registry untouched
