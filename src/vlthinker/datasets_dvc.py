@@ -35,6 +35,7 @@ from typing import Any
 
 from vlthinker.errors import VLThinkerError
 from vlthinker.fsutil import swap_into_place
+from vlthinker.logs import quiet_logger
 
 REMOTE_NAME = "store"
 _CHUNK = 1 << 20
@@ -107,22 +108,17 @@ def _workspace(remote: str | Path) -> Iterator[Any]:
     url = normalize_remote(remote)
     if "://" not in url:
         Path(url).mkdir(parents=True, exist_ok=True)
-    dvc_logger = logging.getLogger("dvc")
-    level = dvc_logger.level
-    dvc_logger.setLevel(logging.WARNING)  # "Initialized DVC repository." etc. would land on our stdout
-    try:
-        with tempfile.TemporaryDirectory(prefix="vlthinker-dvc-") as tmp:
-            repo = Repo.init(tmp, no_scm=True)
-            try:
-                with repo.config.edit() as conf:
-                    conf["remote"][REMOTE_NAME] = {"url": url}
-                    conf["core"]["remote"] = REMOTE_NAME
-                    conf["core"]["analytics"] = False
-                yield repo
-            finally:
-                repo.close()
-    finally:
-        dvc_logger.setLevel(level)
+    # "Initialized DVC repository." etc. would land on our stdout
+    with quiet_logger("dvc"), tempfile.TemporaryDirectory(prefix="vlthinker-dvc-") as tmp:
+        repo = Repo.init(tmp, no_scm=True)
+        try:
+            with repo.config.edit() as conf:
+                conf["remote"][REMOTE_NAME] = {"url": url}
+                conf["core"]["remote"] = REMOTE_NAME
+                conf["core"]["analytics"] = False
+            yield repo
+        finally:
+            repo.close()
 
 
 def _link_or_copy(src: str, dst: str) -> None:

@@ -14,21 +14,20 @@ seed + recipe version), and a cache entry whose weights no longer match their re
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import random
 import shutil
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vlthinker.config import Config
 from vlthinker.fsutil import swap_into_place
+from vlthinker.logs import quiet_logger
 from vlthinker.prompts import (
     CAPTION_PROMPT,
     assistant_message,
@@ -478,18 +477,6 @@ def _trainer_args(config: Config, output_dir: str, device: str, accumulation: in
     )
 
 
-@contextlib.contextmanager
-def _quiet_logger(name: str) -> Iterator[None]:
-    """Raise logger `name` to WARNING for the block (its INFO lines are not news to a user)."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
     """Build the tiny model, pretrain it, score it, and save it into ``model_dir``."""
     import torch
@@ -545,7 +532,7 @@ def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
         )
         trainer.remove_callback(PrinterCallback)  # the progress callback prints one line per log event
         # accelerate logs "The used dataset had no length" at INFO once per evaluation batch
-        with _quiet_logger("accelerate.accelerator"):
+        with quiet_logger("accelerate.accelerator"):
             started = time.monotonic()
             result = trainer.train()
             train_seconds = time.monotonic() - started
