@@ -67,8 +67,8 @@ def lineage_inputs(datasets: dict[str, dict[str, Any]]) -> list:
     ]
 
 
-def control_tags(candidate_eval_dir: str, control_eval_dir: str, name: str = "sft_control") -> dict[str, str]:
-    """``{f"{name}_<metric>": value}`` for a control evaluated on the candidate's very items.
+def control_tags(candidate_eval_dir: str, control_eval_dir: str) -> dict[str, str]:
+    """``{"sft_control_<metric>": value}`` for the SFT control evaluated on the candidate's very items.
 
     The registry records it beside the candidate (tags ``vlt.sft_control_accuracy``, ...) so what
     GRPO added is the candidate's accuracy minus the control's; it plays no part in the gate. A
@@ -83,18 +83,16 @@ def control_tags(candidate_eval_dir: str, control_eval_dir: str, name: str = "sf
     )
     from vlthinker.registry.client import RegistryError
 
-    candidate, control = read_metrics(candidate_eval_dir), read_metrics(control_eval_dir)
-    same_hashes = benchmark_hashes(candidate) == benchmark_hashes(control)
-    same_items = set(correctness(read_predictions(candidate_eval_dir))) == set(
-        correctness(read_predictions(control_eval_dir))
-    )
-    if not (same_hashes and same_items):
+    control = read_metrics(control_eval_dir)
+    hashes = benchmark_hashes(read_metrics(candidate_eval_dir)), benchmark_hashes(control)
+    items = [set(correctness(read_predictions(d))) for d in (candidate_eval_dir, control_eval_dir)]
+    if hashes[0] != hashes[1] or items[0] != items[1]:
         raise RegistryError(
             f"control evaluation {control_eval_dir} was not scored on the items of the candidate's "
-            f"evaluation {candidate_eval_dir} (benchmarks {benchmark_hashes(control)} vs "
-            f"{benchmark_hashes(candidate)}): a control must use the same items"
+            f"evaluation {candidate_eval_dir} (benchmarks {hashes[1]} vs {hashes[0]}): "
+            "a control must use the same items"
         )
-    return {f"{name}_{key}": f"{value:.6g}" for key, value in headline_metrics(control).items()}
+    return {f"sft_control_{key}": f"{value:.6g}" for key, value in headline_metrics(control).items()}
 
 
 def gate(
