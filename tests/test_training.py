@@ -182,6 +182,38 @@ def test_select_records_pass_rates_under_the_sft_model(candidates, sft_model, co
         assert extra["prompt"][0]["content"][0] == {"type": "image"}
 
 
+def test_select_candidates_are_a_seeded_sample_in_input_order(candidates):
+    from vlthinker.config import SelectConfig
+    from vlthinker.records import read_records
+    from vlthinker.training.select import candidates as pick
+
+    records = read_records(candidates)
+    chosen = pick(records, SelectConfig(max_candidates=6))
+    ids = [r.id for r in records]
+    assert len(chosen) == 6 and len({r.id for r in chosen}) == 6
+    assert [ids.index(r.id) for r in chosen] == sorted(ids.index(r.id) for r in chosen)
+    assert [r.id for r in pick(records, SelectConfig(max_candidates=6))] == [r.id for r in chosen]
+    other_seed = pick(records, SelectConfig(max_candidates=6, seed=1))
+    assert [r.id for r in other_seed] != [r.id for r in chosen]
+    assert pick(records, SelectConfig(max_candidates=None)) == records
+    assert pick(records, SelectConfig(max_candidates=len(records) + 5)) == records
+
+
+def test_select_measures_only_max_candidates_items(candidates, sft_model, config, world):
+    from vlthinker.records import read_records
+    from vlthinker.training.select import candidates as pick
+    from vlthinker.training.select import select_rl_data
+
+    capped = config.model_copy(update={"select": config.select.model_copy(update={"max_candidates": 6})})
+    messages: list[str] = []
+    stats = select_rl_data(capped, sft_model[0], candidates, world / "rl-capped", log=messages.append)
+    assert stats["items"]["inputs"] == N_RL_CANDIDATES and stats["items"]["candidates"] == 6
+    assert sum(stats["pass_rate_histogram"].values()) == 6
+    measured = {r.id for r in pick(read_records(candidates), capped.select)}
+    assert {r.id for r in read_records(world / "rl-capped")} <= measured
+    assert any(f"on 6 of {N_RL_CANDIDATES} items (select.max_candidates)" in m for m in messages)
+
+
 def test_grpo_trains_resumes_and_logs_its_metrics(candidates, sft_model, config, tracking_uri, world):
     from mlflow.tracking import MlflowClient
 

@@ -365,6 +365,7 @@ class SelectConfig(_Section):
     sometimes solves, the only ones that give GRPO a learning signal). ``curriculum: medium_then_hard``
     (the paper's later recipe) orders the kept items medium first (p >= ``hard_below``), then hard;
     ``none`` shuffles them. Pass rates are graded like the RL accuracy reward (strict format).
+    ``max_candidates`` bounds how many input items are sampled at all (k generations each).
     """
 
     k: int = Field(default=4, ge=1)
@@ -375,6 +376,13 @@ class SelectConfig(_Section):
     max_pass_rate: float = Field(default=1.0, ge=0, le=1)
     curriculum: Literal["none", "medium_then_hard"] = "none"
     hard_below: float = Field(default=0.5, gt=0, lt=1, description="curriculum: p below this is hard")
+    max_candidates: int | None = Field(
+        default=300,
+        ge=1,
+        description="measure pass rates on at most this many input items, a seeded random sample "
+        "(None = all); GRPO uses rl.max_steps x rl.prompts_per_step prompts, so a laptop run need not "
+        "sample every item k times",
+    )
     max_items: int | None = Field(default=None, ge=1, description="cap on kept items (None = all)")
     backend_kind: Literal["hf", "vllm"] = "hf"
     batch_size: int = Field(default=32, ge=1)

@@ -1,6 +1,7 @@
 """RL data selection: estimate each candidate's pass rate under the SFT model, keep a band of them.
 
-Each item is asked k times (``select.sampling``, reasoning prompt) through a generation backend and
+At most ``max_candidates`` items (a seeded random sample, kept in input order) are measured: GRPO
+only uses ``rl.max_steps x rl.prompts_per_step`` prompts. Each item is asked k times (``select.sampling``, reasoning prompt) through a generation backend and
 every answer is graded as the RL accuracy reward grades it (strict format, then ``grade``); the pass
 rate is the mean. Items with ``min_pass_rate < p < max_pass_rate`` are kept (default 0 < p < 1).
 ``curriculum: medium_then_hard`` writes medium items (p >= ``hard_below``) before hard ones, each
@@ -64,6 +65,14 @@ def pass_rates(
     return rates
 
 
+def candidates(records: Sequence[Record], cfg: SelectConfig) -> list[Record]:
+    """The items whose pass rates are measured: all, or a seeded sample of ``max_candidates`` in input order."""
+    if cfg.max_candidates is None or len(records) <= cfg.max_candidates:
+        return list(records)
+    picked = set(random.Random(f"select-candidates:{cfg.seed}").sample(range(len(records)), cfg.max_candidates))
+    return [record for index, record in enumerate(records) if index in picked]
+
+
 def choose(records: Sequence[Record], rates: dict[str, float], cfg: SelectConfig) -> list[tuple[Record, str]]:
     """The kept records in training order, each with its curriculum stage ('' without a curriculum)."""
     rng = random.Random(f"select:{cfg.seed}")
@@ -96,7 +105,11 @@ def rl_record(record: Record, rate: float, k: int, stage: str) -> Record:
 
 
 def summarize(
-    records: Sequence[Record], rates: dict[str, float], chosen: list[tuple[Record, str]], cfg: SelectConfig
+    records: Sequence[Record],
+    rates: dict[str, float],
+    chosen: list[tuple[Record, str]],
+    cfg: SelectConfig,
+    inputs: int | None = None,
 ) -> dict[str, Any]:
     histogram = Counter(min(int(rates[r.id] * HISTOGRAM_BINS), HISTOGRAM_BINS - 1) for r in records)
     by_task: dict[str, list[float]] = defaultdict(list)
@@ -108,6 +121,7 @@ def summarize(
         "band": [cfg.min_pass_rate, cfg.max_pass_rate],
         "curriculum": cfg.curriculum,
         "items": {
+            "inputs": len(records) if inputs is None else inputs,
             "candidates": len(records),
             "kept": len(chosen),
             "all_wrong": sum(v == 0 for v in values),
@@ -141,7 +155,10 @@ def select_rl_data(
 
     cfg = config.select
     input_path, output_path = Path(input_dir), Path(output_dir)
-    records = read_records(input_path)
+    inputs = read_records(input_path)
+    records = candidates(inputs, cfg)
+    if len(records) < len(inputs):
+        log(f"select: measuring pass rates on {len(records)} of {len(inputs)} items (select.max_candidates)")
     journal = Journal(journal_path(output_path, "pass-rates"), _fingerprint(input_path, str(model), config))
     torch.manual_seed(cfg.seed)
     backend_config = BackendConfig(
@@ -161,7 +178,7 @@ def select_rl_data(
     else:
         rates = {r.id: journal.entries[r.id]["pass_rate"] for r in records}
     chosen = choose(records, rates, cfg)
-    stats = summarize(records, rates, chosen, cfg)
+    stats = summarize(records, rates, chosen, cfg, len(inputs))
     with DatasetWriter(output_path) as writer:
         for record, stage in chosen:
             writer.add_image(record.image, (input_path / record.image).read_bytes())
