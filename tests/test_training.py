@@ -214,6 +214,20 @@ def test_select_measures_only_max_candidates_items(candidates, sft_model, config
     assert any(f"on 6 of {N_RL_CANDIDATES} items (select.max_candidates)" in m for m in messages)
 
 
+def test_select_tells_when_grpo_will_revisit_kept_items():
+    from vlthinker.config import Config
+    from vlthinker.training.select import revisit_note
+
+    config = Config()  # GRPO draws 30 x 4 = 120 prompts
+    assert "GRPO will use 120 prompts" in revisit_note(100, True, config)
+    assert "the 100 kept items" in revisit_note(100, True, config)
+    assert revisit_note(120, True, config) is None  # enough items
+    assert revisit_note(100, False, config) is None  # every item measured: nothing to raise
+    assert revisit_note(0, True, config) is None  # nothing kept: the RL suite reports that
+    by_epochs = config.model_copy(update={"rl": config.rl.model_copy(update={"max_steps": None})})
+    assert revisit_note(10, True, by_epochs) is None
+
+
 def test_grpo_trains_resumes_and_logs_its_metrics(candidates, sft_model, config, tracking_uri, world):
     from mlflow.tracking import MlflowClient
 

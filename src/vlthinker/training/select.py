@@ -69,7 +69,9 @@ def candidates(records: Sequence[Record], cfg: SelectConfig) -> list[Record]:
     """The items whose pass rates are measured: all, or a seeded sample of ``max_candidates`` in input order."""
     if cfg.max_candidates is None or len(records) <= cfg.max_candidates:
         return list(records)
-    picked = set(random.Random(f"select-candidates:{cfg.seed}").sample(range(len(records)), cfg.max_candidates))
+    picked = set(
+        random.Random(f"select-candidates:{cfg.seed}").sample(range(len(records)), cfg.max_candidates)
+    )
     return [record for index, record in enumerate(records) if index in picked]
 
 
@@ -189,4 +191,20 @@ def select_rl_data(
         f"select: kept {len(chosen)}/{len(records)} items with {cfg.min_pass_rate} < pass rate < "
         f"{cfg.max_pass_rate} (mean pass rate {stats['mean_pass_rate']:.3f})"
     )
+    note = revisit_note(len(chosen), len(records) < len(inputs), config)
+    if note:
+        log(note)
     return stats
+
+
+def revisit_note(kept: int, capped: bool, config: Config) -> str | None:
+    """What to tell the user when a capped selection keeps fewer items than GRPO will draw prompts."""
+    if config.rl.max_steps is None:
+        return None
+    needed = config.rl.max_steps * config.rl.prompts_per_step
+    if not capped or not 0 < kept < needed:
+        return None
+    return (
+        f"select: GRPO will use {needed} prompts (rl.max_steps x rl.prompts_per_step) and sees some of "
+        f"the {kept} kept items more than once; raise select.max_candidates to keep more"
+    )
