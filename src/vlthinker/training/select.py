@@ -3,9 +3,10 @@
 At most ``max_candidates`` items (a seeded random sample, kept in input order) are measured: GRPO
 only uses ``rl.max_steps x rl.prompts_per_step`` prompts. Each item is asked k times
 (``select.sampling``, reasoning prompt) through a generation backend and every answer is graded as
-the RL accuracy reward grades it (strict format, then ``grade``); the pass rate is the mean. Items with ``min_pass_rate < p < max_pass_rate`` are kept (default 0 < p < 1).
-``curriculum: medium_then_hard`` writes medium items (p >= ``hard_below``) before hard ones, each
-group shuffled, and marks ``curriculum_stage``; the RL step then reads them in order.
+the RL accuracy reward grades it (strict format, then ``grade``); the pass rate is the mean. Items
+with ``min_pass_rate < p < max_pass_rate`` are kept (default 0 < p < 1). ``curriculum:
+medium_then_hard`` writes medium items (p >= ``hard_below``) before hard ones, each group shuffled,
+and marks ``curriculum_stage``; the RL step then reads them in order.
 
 Sampling is journaled per batch beside the output, so an interrupted run resumes where it stopped.
 Output: the RL dataset (source fields + ``prompt`` + ``pass_rate`` + ``pass_k``) and ``stats.json``.
