@@ -112,7 +112,7 @@ def summarize(
     rates: dict[str, float],
     chosen: list[tuple[Record, str]],
     cfg: SelectConfig,
-    inputs: int | None = None,
+    inputs: int,
 ) -> dict[str, Any]:
     histogram = Counter(min(int(rates[r.id] * HISTOGRAM_BINS), HISTOGRAM_BINS - 1) for r in records)
     by_task: dict[str, list[float]] = defaultdict(list)
@@ -124,7 +124,7 @@ def summarize(
         "band": [cfg.min_pass_rate, cfg.max_pass_rate],
         "curriculum": cfg.curriculum,
         "items": {
-            "inputs": len(records) if inputs is None else inputs,
+            "inputs": inputs,
             "candidates": len(records),
             "kept": len(chosen),
             "all_wrong": sum(v == 0 for v in values),
@@ -160,7 +160,8 @@ def select_rl_data(
     input_path, output_path = Path(input_dir), Path(output_dir)
     inputs = read_records(input_path)
     records = candidates(inputs, cfg)
-    if len(records) < len(inputs):
+    capped = len(records) < len(inputs)
+    if capped:
         log(f"select: measuring pass rates on {len(records)} of {len(inputs)} items (select.max_candidates)")
     journal = Journal(journal_path(output_path, "pass-rates"), _fingerprint(input_path, str(model), config))
     torch.manual_seed(cfg.seed)
@@ -192,7 +193,7 @@ def select_rl_data(
         f"select: kept {len(chosen)}/{len(records)} items with {cfg.min_pass_rate} < pass rate < "
         f"{cfg.max_pass_rate} (mean pass rate {stats['mean_pass_rate']:.3f})"
     )
-    note = revisit_note(len(chosen), len(records) < len(inputs), config)
+    note = revisit_note(len(chosen), capped, config)
     if note:
         log(note)
     return stats
