@@ -415,3 +415,68 @@ def test_arithmetic_drills_are_their_own_kind_in_their_share_and_validated():
     )
     with pytest.raises(ConfigError, match="arithmetic_fraction"):
         load_config(None, {"pretrain.arithmetic_fraction": 0.3})
+
+
+def test_restatement_examples_copy_the_question_into_the_teachers_first_sentence():
+    from vlthinker.model.arithmetic import drills
+    from vlthinker.model.batching import step_allocation
+    from vlthinker.model.pretrain import RESTATE_INSTRUCTION, restatement
+
+    config = load_config(None)
+    answer_items = synthetic_items(config, 40, seed=20_000, split="train")
+    items = synthetic_items(config, 10, seed=10_000, split="train")
+    sums = drills(10, seed=0)
+    rows = build_training_rows(
+        answer_items, items, 0.5, 0, image_reasoning=True, arithmetic=sums, restate=True
+    )
+    restated = [row for row in rows if row["kind"] == "restate"]
+    assert len(restated) == len(answer_items), "one restatement per direct-answer item"
+    for (record, image), row in zip(answer_items, restated, strict=True):
+        prompt = row["prompt"][0]["content"]
+        assert prompt[1]["text"] == f"{record.question}\n{RESTATE_INSTRUCTION}"
+        target = row["completion"][0]["content"][0]["text"]
+        assert target.startswith("The question asks ") and target.endswith(".") and "\n" not in target
+        assert row["images"] == [image]
+        # the words that name what is asked about (colours, shapes) are copied from the question
+        named = {"red", "green", "blue", "yellow", "purple", "circle", "square", "triangle"}
+        asked = set(record.question.lower().rstrip("?").split()) & named
+        assert asked <= set(target.lower().rstrip(".").split()), (record.question, target)
+    without = build_training_rows(answer_items, items, 0.5, 0, image_reasoning=True, arithmetic=sums)
+    assert [row for row in rows if row["kind"] != "restate"] == without, "the other kinds do not change"
+
+    record = answer_items[0][0]
+    assert restatement(record, "<think>Okay, so the question asks how many shapes there are.\n\nSix.") == (
+        "The question asks how many shapes there are."
+    )
+    with pytest.raises(ValueError, match=record.id):
+        restatement(record, "<think>Six shapes.</think><answer>6</answer>")
+
+    config = load_config(
+        None,
+        {
+            "pretrain.batch_size": 20,
+            "pretrain.answer_fraction": 9 / 20,
+            "pretrain.image_reasoning_fraction": 3 / 20,
+            "pretrain.reasoning_fraction": 2 / 20,
+            "pretrain.arithmetic_fraction": 2 / 20,
+            "pretrain.restate_fraction": 2 / 20,
+        },
+    )
+    assert config.pretrain.kind_shares()["caption"] == pytest.approx(2 / 20)
+    kinds = [row["kind"] for row in rows]
+    allocation = step_allocation(kinds, 20, config.pretrain.kind_shares())
+    assert allocation["restate"] == 2 and allocation["answer"] == 9 and allocation["caption"] == 2
+
+
+def test_restatement_share_is_validated_with_the_others():
+    with pytest.raises(ConfigError, match="restate_fraction"):
+        load_config(None, {"pretrain.restate_fraction": 0.3})
+    with pytest.raises(ConfigError, match="restate_fraction > 0 needs answer_fraction > 0"):
+        load_config(
+            None,
+            {
+                "pretrain.answer_fraction": 0.0,
+                "pretrain.image_reasoning_fraction": 0.0,
+                "pretrain.restate_fraction": 0.1,
+            },
+        )

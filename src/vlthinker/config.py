@@ -139,6 +139,14 @@ class PretrainConfig(_Section):
         "VLM brings and the tiny base lacks",
     )
     arithmetic_drills: int = Field(default=4000, ge=1, description="distinct arithmetic drills")
+    restate_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of restatement examples (a direct-answer item's question -> 'The question asks "
+        "...', the first sentence of the teacher's chain): copying words from the prompt, which chains "
+        "need and the base did not learn from the reasoning examples alone",
+    )
     vision_lr_scale: float = Field(
         default=0.0,
         ge=0,
@@ -170,7 +178,13 @@ class PretrainConfig(_Section):
     def item_fraction(self) -> float:
         """Share of each step's rows made from the caption/reasoning items: what the two kinds made
         from the direct-answer items (answers, image reasoning) and the arithmetic drills leave."""
-        return 1.0 - self.answer_fraction - self.image_reasoning_fraction - self.arithmetic_fraction
+        return (
+            1.0
+            - self.answer_fraction
+            - self.image_reasoning_fraction
+            - self.arithmetic_fraction
+            - self.restate_fraction
+        )
 
     def kind_shares(self) -> dict[str, float]:
         """Each kind of example's share of a step's rows."""
@@ -179,6 +193,7 @@ class PretrainConfig(_Section):
             "image_reasoning": self.image_reasoning_fraction,
             "reasoning": self.reasoning_fraction,
             "arithmetic": self.arithmetic_fraction,
+            "restate": self.restate_fraction,
             "caption": self.item_fraction - self.reasoning_fraction,
         }
 
@@ -188,13 +203,19 @@ class PretrainConfig(_Section):
             raise ValueError(
                 f"answer_fraction ({self.answer_fraction}) + image_reasoning_fraction "
                 f"({self.image_reasoning_fraction}) + reasoning_fraction ({self.reasoning_fraction}) + "
-                f"arithmetic_fraction ({self.arithmetic_fraction}) must not exceed 1 (the rest are caption "
+                f"arithmetic_fraction ({self.arithmetic_fraction}) + restate_fraction ({self.restate_fraction}) "
+                "must not exceed 1 (the rest are caption "
                 "examples)"
             )
         if self.image_reasoning_fraction > 0 and self.answer_fraction == 0:
             raise ValueError(
                 "image_reasoning_fraction > 0 needs answer_fraction > 0: the image-reasoning examples are "
                 "the direct-answer items asked for reasoning"
+            )
+        if self.restate_fraction > 0 and self.answer_fraction == 0:
+            raise ValueError(
+                "restate_fraction > 0 needs answer_fraction > 0: the restatement examples are the "
+                "direct-answer items' questions"
             )
         return self
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -45,6 +46,8 @@ ARITHMETIC_EVAL_DRILLS = 100  # held-out drills the base's arithmetic is scored 
 ARITHMETIC_EVAL_TOKENS = 256  # room for the longest drill's equations
 ANY_DIFFICULTY_SEED_SHIFT = 5_000  # direct answers to questions of every difficulty: a third stream
 REPORT_FILE = "base_report.json"
+RESTATE_INSTRUCTION = "Restate the question."
+RESTATEMENT = re.compile(r"[Tt]he question asks ([^\n]+?)\.(?:\n|$)")
 CENTERING_IMAGES = 64  # pretraining images whose mean projector output center_projector removes
 
 Log = Callable[[str], None]
@@ -121,6 +124,7 @@ def build_training_rows(
     seed: int,
     image_reasoning: bool = False,
     arithmetic: list[tuple[str, str]] | None = None,
+    restate: bool = False,
 ) -> list[dict]:
     """Direct boxed answers to ``answer_items`` (and with ``image_reasoning``, each of them once more
     as an image-reasoning example); for each of ``items`` a text-reasoning example (with probability
@@ -137,7 +141,9 @@ def build_training_rows(
     skills the instruct VLM the paper starts from already has. Each of ``arithmetic`` (prompt,
     completion) drills (:mod:`vlthinker.model.arithmetic`) becomes an ``arithmetic`` row; it carries
     an image of ``items`` (or ``answer_items``) in turn, which it does not need: every row of the
-    tiny VLM's batches has one.
+    tiny VLM's batches has one. With ``restate``, each of ``answer_items`` also becomes a ``restate``
+    row: its question and "Restate the question." -> the first sentence of the teacher's chain ("The
+    question asks for the value of the purple bar."), a copy of the question's words.
     """
     rng = random.Random(f"pretrain-mix:{seed}")
     teacher = clean_teacher(seed, "full")
@@ -145,11 +151,15 @@ def build_training_rows(
         _row("answer", direct_question(record.question), f"\\boxed{{{record.answer}}}", image)
         for record, image in answer_items
     ]
-    if image_reasoning:
+    if image_reasoning or restate:
         focused = clean_teacher(seed, "focused")
         for record, image in answer_items:
             solution = verified_solution(record, focused)
-            rows.append(_row("image_reasoning", reasoning_question(record.question), solution, image))
+            if image_reasoning:
+                rows.append(_row("image_reasoning", reasoning_question(record.question), solution, image))
+            if restate:
+                prompt = f"{record.question}\n{RESTATE_INSTRUCTION}"
+                rows.append(_row("restate", prompt, restatement(record, solution), image))
     for record, image in items:
         if rng.random() < reasoning_share:
             rows.append(_row("reasoning", *text_reasoning_example(record, teacher), image))
@@ -162,6 +172,17 @@ def build_training_rows(
         for index, (prompt, completion) in enumerate(arithmetic):
             rows.append(_row("arithmetic", prompt, completion, images[index % len(images)]))
     return rows
+
+
+def restatement(record: Record, solution: str) -> str:
+    """The sentence of ``solution`` that restates ``record``'s question ("The question asks ...")."""
+    found = RESTATEMENT.search(solution)
+    if found is None:
+        raise ValueError(
+            f"pretraining item {record.id!r}: the teacher's solution has no sentence 'the question asks ...' "
+            "to restate"
+        )
+    return f"The question asks {found.group(1)}."
 
 
 def clean_teacher(seed: int, style: str) -> Any:
@@ -270,7 +291,7 @@ def pretraining_trainer(rows: list[dict], config: Config, tokenizer: Any) -> tup
     p = config.pretrain
     shares, rest = p.kind_shares(), p.item_fraction
     if p.batching == "mixed":  # answer-item rows and drills cut to their shares of the rows
-        pooled = ("answer", "image_reasoning", "arithmetic")
+        pooled = ("answer", "image_reasoning", "arithmetic", "restate")
         others = [row for row in rows if row["kind"] not in pooled]
         kept = []
         for kind in pooled:
@@ -513,6 +534,7 @@ def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
             p.seed,
             p.image_reasoning_fraction > 0,
             drills,
+            p.restate_fraction > 0,
         ),
         config,
         loaded.processor.tokenizer,
