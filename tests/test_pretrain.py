@@ -480,3 +480,25 @@ def test_restatement_share_is_validated_with_the_others():
                 "pretrain.restate_fraction": 0.1,
             },
         )
+
+
+def test_restatement_warmup_trains_its_steps_first_and_keeps_the_vision_tower(tmp_path):
+    from safetensors.torch import load_file
+
+    plain = load_config(None, SMALL)
+    warm = load_config(None, {**SMALL, "pretrain.restate_warmup_steps": 4})
+    assert cache_key(warm) != cache_key(plain), "the warm-up is part of what the cache key names"
+    logs: list[str] = []
+    pretrain_base(plain, tmp_path / "plain", log=lambda _: None)
+    pretrain_base(warm, tmp_path / "warm", log=logs.append)
+    warmup_lines = [line for line in logs if line.startswith("pretrain (restatements): step")]
+    assert warmup_lines and "step 4/4" in warmup_lines[-1], logs
+    assert logs.index(warmup_lines[-1]) < min(
+        i for i, line in enumerate(logs) if line.startswith("pretrain: step")
+    )
+    assert any("(and 4 restatement steps first)" in line for line in logs)
+    a = load_file(tmp_path / "plain" / "model.safetensors")
+    b = load_file(tmp_path / "warm" / "model.safetensors")
+    vision = [name for name in a if ".visual." in f".{name}"]
+    assert all(a[name].equal(b[name]) for name in vision), "the warm-up leaves the vision tower as it was"
+    assert any(not a[name].equal(b[name]) for name in a if name not in vision), "the warm-up trained"

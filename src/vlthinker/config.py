@@ -147,6 +147,12 @@ class PretrainConfig(_Section):
         "...', the first sentence of the teacher's chain): copying words from the prompt, which chains "
         "need and the base did not learn from the reasoning examples alone",
     )
+    restate_warmup_steps: int = Field(
+        default=0,
+        ge=0,
+        description="optimizer steps of restatement examples only (batch_size rows, constant learning_rate) "
+        "before the mix: the model learns to copy words from its prompt, which it does not learn inside the mix",
+    )
     vision_lr_scale: float = Field(
         default=0.0,
         ge=0,
