@@ -151,7 +151,8 @@ class PretrainConfig(_Section):
         default=0,
         ge=0,
         description="optimizer steps of restatement examples only (batch_size rows, constant learning_rate) "
-        "before the mix: the model learns to copy words from its prompt, which it does not learn inside the mix",
+        "before the mix: the model learns to copy words from its prompt, which it does not learn inside the mix "
+        "(measured: copying learned, arithmetic in the chains lost, held-out accuracy unchanged)",
     )
     vision_lr_scale: float = Field(
         default=0.0,
