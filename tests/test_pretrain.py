@@ -502,3 +502,24 @@ def test_restatement_warmup_trains_its_steps_first_and_keeps_the_vision_tower(tm
     vision = [name for name in a if ".visual." in f".{name}"]
     assert all(a[name].equal(b[name]) for name in vision), "the warm-up leaves the vision tower as it was"
     assert any(not a[name].equal(b[name]) for name in a if name not in vision), "the warm-up trained"
+
+
+def test_warmup_rows_add_the_mixs_own_drills_in_their_share():
+    from vlthinker.model.arithmetic import drills
+    from vlthinker.model.pretrain import PRETRAIN_ARITHMETIC_SEED_OFFSET, warmup_rows
+
+    config = load_config(None)
+    answer_items = synthetic_items(config, 12, seed=20_000, split="train")
+    only = warmup_rows(answer_items, config)
+    assert [row["kind"] for row in only] == ["restate"] * 12
+    half = warmup_rows(answer_items, load_config(None, {"pretrain.restate_warmup_arithmetic": 0.5}))
+    assert half[:12] == only
+    sums = half[12:]
+    assert len(sums) == 12 and all(row["kind"] == "arithmetic" for row in sums)
+    expected = drills(12, PRETRAIN_ARITHMETIC_SEED_OFFSET + config.pretrain.seed)
+    assert [row["completion"][0]["content"][0]["text"] for row in sums] == [c for _, c in expected]
+    assert sums[0]["images"] == [answer_items[0][1]]
+    quarter = warmup_rows(answer_items, load_config(None, {"pretrain.restate_warmup_arithmetic": 0.25}))
+    assert len(quarter) == 12 + 4
+    with pytest.raises(ConfigError, match="restate_warmup_arithmetic"):
+        load_config(None, {"pretrain.restate_warmup_arithmetic": 1.0})

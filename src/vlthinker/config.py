@@ -154,6 +154,13 @@ class PretrainConfig(_Section):
         "before the mix: the model learns to copy words from its prompt, which it does not learn inside the mix "
         "(measured: copying learned, arithmetic in the chains lost, held-out accuracy unchanged)",
     )
+    restate_warmup_arithmetic: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="share of the restatement warm-up's rows that are arithmetic drills (the mix's own "
+        "drills): at 0.5 the base kept its arithmetic but copied less (README)",
+    )
     vision_lr_scale: float = Field(
         default=0.0,
         ge=0,
