@@ -471,7 +471,10 @@ def test_restatement_examples_copy_the_question_into_the_teachers_first_sentence
 def test_restatement_share_is_validated_with_the_others():
     with pytest.raises(ConfigError, match="restate_fraction"):
         load_config(None, {"pretrain.restate_fraction": 0.3})
-    with pytest.raises(ConfigError, match="restate_fraction > 0 needs answer_fraction > 0"):
+    no_answers = {"pretrain.answer_fraction": 0.0, "pretrain.image_reasoning_fraction": 0.0}
+    with pytest.raises(ConfigError, match="needs answer_fraction > 0"):
+        load_config(None, {**no_answers, "pretrain.restate_warmup_steps": 10})
+    with pytest.raises(ConfigError, match="restate_fraction > 0 or restate_warmup_steps > 0 needs"):
         load_config(
             None,
             {

@@ -226,10 +226,10 @@ class PretrainConfig(_Section):
                 "image_reasoning_fraction > 0 needs answer_fraction > 0: the image-reasoning examples are "
                 "the direct-answer items asked for reasoning"
             )
-        if self.restate_fraction > 0 and self.answer_fraction == 0:
+        if (self.restate_fraction > 0 or self.restate_warmup_steps > 0) and self.answer_fraction == 0:
             raise ValueError(
-                "restate_fraction > 0 needs answer_fraction > 0: the restatement examples are the "
-                "direct-answer items' questions"
+                "restate_fraction > 0 or restate_warmup_steps > 0 needs answer_fraction > 0: the "
+                "restatement examples are the direct-answer items' questions"
             )
         return self
 
