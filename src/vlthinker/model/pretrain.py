@@ -167,9 +167,16 @@ def build_training_rows(
         images = [image for _, image in (items or answer_items)]
         if not images:
             raise ValueError("arithmetic drills need at least one pretraining item for their image")
-        for index, (prompt, completion) in enumerate(arithmetic):
-            rows.append(_row("arithmetic", prompt, completion, images[index % len(images)]))
+        rows += drill_rows(arithmetic, images)
     return rows
+
+
+def drill_rows(pairs: list[tuple[str, str]], images: list[Any]) -> list[dict]:
+    """An ``arithmetic`` row per (prompt, completion) drill, carrying ``images`` in turn."""
+    return [
+        _row("arithmetic", prompt, completion, images[index % len(images)])
+        for index, (prompt, completion) in enumerate(pairs)
+    ]
 
 
 def restatement_rows(answer_items: list[tuple[Record, Any]], seed: int) -> list[dict]:
@@ -222,12 +229,18 @@ def _row(kind: str, prompt: str, completion: str, image: Any) -> dict:
 
 def arithmetic_drills(config: Config) -> list[tuple[str, str]]:
     """The pretraining arithmetic drills (none when ``pretrain.arithmetic_fraction`` is 0)."""
-    from vlthinker.model.arithmetic import drills
 
     p = config.pretrain
     if p.arithmetic_fraction <= 0:
         return []
-    return drills(p.arithmetic_drills, PRETRAIN_ARITHMETIC_SEED_OFFSET + p.seed)
+    return drill_stream(config, p.arithmetic_drills)
+
+
+def drill_stream(config: Config, count: int) -> list[tuple[str, str]]:
+    """The first ``count`` drills of the pretraining drill stream (its own seed)."""
+    from vlthinker.model.arithmetic import drills
+
+    return drills(count, PRETRAIN_ARITHMETIC_SEED_OFFSET + config.pretrain.seed)
 
 
 def answer_item_count(config: Config) -> int:
@@ -622,18 +635,12 @@ def warmup_rows(answer_items: list[tuple[Record, Any]], config: Config) -> list[
     """The restatement warm-up's rows: a restatement per direct-answer item and, with
     ``restate_warmup_arithmetic`` = s > 0, s / (1 - s) times as many arithmetic drills (the first of
     the mix's own drill stream), each carrying a direct-answer item's image in turn."""
-    from vlthinker.model.arithmetic import drills
-
     p = config.pretrain
     rows = restatement_rows(answer_items, p.seed)
     share = p.restate_warmup_arithmetic
     if share > 0:
         count = round(len(rows) * share / (1 - share))
-        pairs = drills(count, PRETRAIN_ARITHMETIC_SEED_OFFSET + p.seed)
-        rows += [
-            _row("arithmetic", prompt, completion, answer_items[index % len(answer_items)][1])
-            for index, (prompt, completion) in enumerate(pairs)
-        ]
+        rows += drill_rows(drill_stream(config, count), [image for _, image in answer_items])
     return rows
 
 
