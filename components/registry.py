@@ -37,6 +37,7 @@ def gate(
     model: Input[Model],
     evaluation: Input[Artifact],
     control_evaluation: Input[Artifact],
+    sft_model: Input[Model],
     sft_data: Input[Dataset],
     rl_data: Input[Dataset],
     source: Input[Dataset],
@@ -45,7 +46,8 @@ def gate(
 ):
     """Register the candidate with lineage (once), compare it with the champion on the same items, decide.
 
-    ``control_evaluation``: the iteration's SFT model alone on the same items, recorded on the version.
+    ``control_evaluation``: the iteration's SFT model alone on the same items, recorded on the version;
+    with ``registry.register_sft`` that model (``sft_model``) is registered too, not gated.
     """
     from vlthinker.tasks.data import parse_config
     from vlthinker.tasks.registry import gate
@@ -67,6 +69,7 @@ def gate(
             evaluation.path,
             datasets,
             control_eval_dir=control_evaluation.path,
+            sft_model_dir=sft_model.path,
         )
         report.metadata.update({"version": result["version"], "decision": result["decision"]})
         with open(report.path, "w", encoding="utf-8") as handle:

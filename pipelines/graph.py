@@ -137,6 +137,7 @@ def build_pipeline(config: Config, cluster: bool = False):
                 model=rl.outputs["model"],
                 evaluation=rl_eval.outputs["evaluation"],
                 control_evaluation=sft_eval.outputs["evaluation"],
+                sft_model=sft.outputs["model"],
                 sft_data=sft_data,
                 rl_data=rl_data,
                 source=captioned,

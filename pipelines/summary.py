@@ -12,13 +12,26 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * float(value):.1f}%"
 
 
+def _of_run(status: dict, run_label: str, stage: str) -> list[dict]:
+    return [
+        version
+        for version in status["versions"]
+        if version["tags"].get("vlt.pipeline_run_id") == run_label and (version["stage"] or "rl") == stage
+    ]
+
+
+def sft_versions(status: dict, run_label: str) -> list[tuple[int, int]]:
+    """(iteration, version) of this run's registered SFT models (``registry.register_sft``), in order."""
+    return sorted(
+        (version["iteration"] or 0, version["version"]) for version in _of_run(status, run_label, "sft")
+    )
+
+
 def summary_rows(status: dict, run_label: str) -> list[dict]:
-    """This run's candidates, by iteration, from the registry status."""
+    """This run's candidates (the gated RL models), by iteration, from the registry status."""
     rows = []
-    for version in status["versions"]:
+    for version in _of_run(status, run_label, "rl"):
         tags = version["tags"]
-        if tags.get("vlt.pipeline_run_id") != run_label:
-            continue
         rows.append(
             {
                 "iteration": version["iteration"],
@@ -53,6 +66,12 @@ def format_summary(status: dict, run_label: str, seconds: float, tracking_uri: s
         "(held-out: the candidate after GRPO, which the gate compares; SFT only: the iteration's SFT "
         "model on the same items, a control the gate does not use)"
     )
+    registered_sft = sft_versions(status, run_label)
+    if registered_sft:
+        lines.append(
+            "SFT models registered, not gated (registry.register_sft): "
+            + ", ".join(f"{status['model']}/{version} (iteration {it})" for it, version in registered_sft)
+        )
     champion = status.get("champion")
     lines.append(
         f"champion: {status['model']}/{champion}"

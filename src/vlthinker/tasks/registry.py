@@ -1,4 +1,5 @@
-"""Registry tasks: record the base's scores; register each candidate with lineage and gate it.
+"""Registry tasks: record the base's scores; register each candidate with lineage and gate it
+(and, with ``registry.register_sft``, the iteration's SFT model, not gated).
 
 Re-running a pipeline (after a crash, a SIGKILL, or with the cache off) never registers a candidate
 twice and never loses a decision:
@@ -95,6 +96,60 @@ def control_tags(candidate_eval_dir: str, control_eval_dir: str) -> dict[str, st
     return {f"sft_control_{key}": f"{value:.6g}" for key, value in headline_metrics(control).items()}
 
 
+def register_sft_model(
+    config: Config,
+    registry,
+    stores,
+    run_label: str,
+    iteration: int,
+    parent: int | None,
+    model_dir: str | None,
+    eval_dir: str | None,
+    datasets: dict[str, dict[str, Any]],
+) -> int:
+    """Register the iteration's SFT model (once) as a version of stage ``sft``; return its number.
+
+    The paper reports each iteration's SFT model beside its RL model; this records it in the registry
+    with the same lineage (the training set and the SFT data, not the RL data, which it never saw),
+    evaluated on the candidate's items. It is not gated: it never becomes the champion.
+    """
+    from pathlib import Path
+
+    from vlthinker.registry.client import RegistryError
+    from vlthinker.registry.register import Provenance, detect_git_commit, register_candidate
+
+    missing = [
+        f"{name} ({path or 'not given'})"
+        for name, path in (("the SFT model", model_dir), ("its evaluation", eval_dir))
+        if not path or not Path(path).is_dir()
+    ]
+    if missing:
+        raise RegistryError(
+            f"registry.register_sft is on but iteration {iteration} has no {' and no '.join(missing)}: "
+            "nothing registered"
+        )
+    version = find_version(registry, run_label, iteration, "sft")
+    if version is not None:
+        return version
+    seen = {role: meta for role, meta in datasets.items() if role != "rl_data"}
+    provenance = Provenance(
+        iteration=iteration,
+        stage="sft",
+        parent_version=parent,
+        git_commit=detect_git_commit(),
+        pipeline_run_id=run_label,
+        config_hash=config.content_hash(),
+        extra={
+            f"{role}_records": str(record_count(meta["path"]))
+            for role, meta in seen.items()
+            if "path" in meta
+        },
+    )
+    return register_candidate(
+        registry, model_dir, eval_dir, provenance, lineage_inputs(seen), stores.dvc_remote
+    )
+
+
 def gate(
     config: Config,
     state_dir: str,
@@ -106,11 +161,14 @@ def gate(
     eval_dir: str,
     datasets: dict[str, dict[str, Any]],
     control_eval_dir: str | None = None,
+    sft_model_dir: str | None = None,
 ) -> dict[str, Any]:
     """Register the iteration's RL model (once) with lineage, then gate it; return the decision.
 
     ``control_eval_dir``: the iteration's SFT model evaluated on the same items, recorded on the
-    version (:func:`control_tags`).
+    version (:func:`control_tags`). With ``registry.register_sft`` the SFT model itself
+    (``sft_model_dir``) is registered first, with that evaluation, as a version of stage ``sft`` that
+    is never gated (:func:`register_sft_model`); the RL version names it in ``vlt.sft_version``.
     """
     from vlthinker.registry.client import open_registry
     from vlthinker.registry.gate import GateSettings, gate_version, make_lock, recover
@@ -121,9 +179,14 @@ def gate(
     registry = open_registry(config, stores, print)
     pause_after_registry_calls(registry, iteration)
     settings = GateSettings.from_config(config.registry)
+    parent = find_version(registry, run_label, iteration - 1, "rl") if iteration > 1 else None
+    sft_version = None
+    if config.registry.register_sft:
+        sft_version = register_sft_model(
+            config, registry, stores, run_label, iteration, parent, sft_model_dir, control_eval_dir, datasets
+        )
     version = find_version(registry, run_label, iteration, "rl")
     if version is None:
-        parent = find_version(registry, run_label, iteration - 1, "rl") if iteration > 1 else None
         provenance = Provenance(
             iteration=iteration,
             stage="rl",
@@ -138,6 +201,7 @@ def gate(
                     if "path" in meta
                 },
                 **(control_tags(eval_dir, control_eval_dir) if control_eval_dir else {}),
+                **({"sft_version": str(sft_version)} if sft_version is not None else {}),
             },
         )
         version = register_candidate(

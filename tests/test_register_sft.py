@@ -1,0 +1,140 @@
+"""``registry.register_sft``: each iteration's SFT model registered beside its RL candidate, never gated.
+
+Driven through the registry task the pipeline's gate component calls (``vlthinker.tasks.registry``),
+on the real embedded MLflow store and a local DVC remote; the summary of ``vlthinker run`` lists the
+SFT versions apart from the gated candidates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow_helpers import fake_model, mlflow_template, state_dir_from, write_eval
+
+from vlthinker.config import load_config
+from vlthinker.datasets_dvc import dir_md5
+from vlthinker.registry.client import RegistryError, open_registry
+from vlthinker.registry.status import registry_status
+from vlthinker.state import resolve_stores
+from vlthinker.tasks import registry as tasks
+from vlthinker.tasks.data import make_sources, publish
+
+ROOT = Path(__file__).resolve().parents[1]
+N = 60
+
+
+def config(register_sft: bool):
+    return load_config(
+        ROOT / "recipes" / "smoke.yaml",
+        {"registry.register_sft": register_sft, "registry.retries": 2, "registry.backoff_s": 0.01},
+    )
+
+
+@pytest.fixture
+def world(tmp_path, tmp_path_factory):
+    """Stores with the base recorded; the datasets an iteration saw, published; models and evaluations."""
+    sets = tmp_path / "sets"
+    make_sources(config(True), str(sets / "train"), str(sets / "heldout"))
+    remote = tmp_path / "remote"
+    datasets = {"train": {**publish(str(sets / "train"), str(remote)), "path": str(sets / "train")}}
+    for role in ("sft_data", "rl_data"):
+        directory = tmp_path / role
+        directory.mkdir()
+        (directory / "records.jsonl").write_text(f'{{"id": "{role}-0"}}\n')
+        datasets[role] = {**publish(str(directory), str(remote)), "path": str(directory)}
+    md5 = dir_md5(sets / "heldout")
+    evals = {
+        name: write_eval(
+            tmp_path / f"eval-{name}",
+            [i < k for i in range(N)],
+            md5=md5,
+            style=style,
+            dataset_dir=sets / "heldout",
+        )
+        for name, k, style in (("base", 10, "direct"), ("sft", 30, "reasoning"), ("rl", 40, "reasoning"))
+    }
+    state = state_dir_from(mlflow_template(tmp_path_factory), tmp_path / "state")
+    base_model = fake_model(tmp_path / "base-model")
+    tasks.record_base(config(True), str(state), "", str(remote), str(base_model), str(evals["base"]))
+    return {
+        "state": state,
+        "remote": remote,
+        "datasets": datasets,
+        "evals": evals,
+        "sft_model": fake_model(tmp_path / "sft-model"),
+        "rl_model": fake_model(tmp_path / "rl-model"),
+    }
+
+
+def gate(world, cfg, iteration: int = 1, sft_model: str | None = "given") -> dict:
+    return tasks.gate(
+        cfg,
+        str(world["state"]),
+        "",
+        str(world["remote"]),
+        "run-1",
+        iteration,
+        str(world["rl_model"]),
+        str(world["evals"]["rl"]),
+        world["datasets"],
+        control_eval_dir=str(world["evals"]["sft"]),
+        sft_model_dir=str(world["sft_model"]) if sft_model == "given" else sft_model,
+    )
+
+
+def versions(world, cfg) -> dict[str, dict]:
+    status = registry_status(open_registry(cfg, resolve_stores(world["state"])))
+    return status, {v["stage"]: v for v in status["versions"]}
+
+
+def test_the_sft_model_is_registered_with_its_own_lineage_and_never_gated(world):
+    cfg = config(True)
+    result = gate(world, cfg)
+    status, by_stage = versions(world, cfg)
+    assert sorted(by_stage) == ["rl", "sft"] and len(status["versions"]) == 2
+    sft, rl = by_stage["sft"], by_stage["rl"]
+    assert result["version"] == rl["version"] and sft["version"] < rl["version"], "SFT first, then RL"
+    assert sft["decision"] is None and sft["aliases"] == [], "the SFT model is not gated"
+    assert rl["decision"] == "promote" and status["champion"] == rl["version"]
+    assert sft["iteration"] == 1 and sft["metrics"]["heldout_accuracy"] == pytest.approx(0.5)
+    datasets = world["datasets"]
+    assert sft["tags"]["vlt.dataset.train"] == datasets["train"]["dvc_md5"]
+    assert sft["tags"]["vlt.dataset.sft_data"] == datasets["sft_data"]["dvc_md5"]
+    assert "vlt.dataset.rl_data" not in sft["tags"], "the SFT model never saw the RL data"
+    assert rl["tags"]["vlt.dataset.rl_data"] == datasets["rl_data"]["dvc_md5"]
+    assert rl["tags"]["vlt.sft_version"] == str(sft["version"])
+
+    # re-running the gate (a retried or cached-off step) registers nothing new
+    assert gate(world, cfg)["version"] == rl["version"]
+    assert len(versions(world, cfg)[0]["versions"]) == 2
+
+
+def test_off_by_default_and_a_missing_sft_model_registers_nothing(world, tmp_path):
+    assert config(False).registry.register_sft is False
+    assert load_config(None).registry.register_sft is False
+    cfg = config(True)
+    with pytest.raises(RegistryError, match="register_sft") as error:
+        gate(world, cfg, sft_model=str(tmp_path / "no-such-model"))
+    assert "no-such-model" in str(error.value) and "nothing registered" in str(error.value)
+    assert versions(world, cfg)[0]["versions"] == []
+
+    gate(world, config(False))
+    _, by_stage = versions(world, cfg)
+    assert sorted(by_stage) == ["rl"] and "vlt.sft_version" not in by_stage["rl"]["tags"]
+
+
+def test_the_run_summary_lists_sft_versions_apart_from_the_gated_candidates(world):
+    from pipelines.summary import format_summary, summary_rows
+
+    cfg = config(True)
+    gate(world, cfg)
+    status, by_stage = versions(world, cfg)
+    rows = summary_rows(status, "run-1")
+    assert [row["version"] for row in rows] == [by_stage["rl"]["version"]]
+    text = format_summary(status, "run-1", 12.0, "sqlite:///x.db")
+    sft = by_stage["sft"]["version"]
+    assert (
+        f"SFT models registered, not gated (registry.register_sft): vlthinker-smoke/{sft} (iteration 1)"
+        in text
+    )
