@@ -1,7 +1,7 @@
 """Data components: sources, captions, distillation, self-generation, validation."""
 
 from kfp import dsl
-from kfp.dsl import HTML, Dataset, Input, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Markdown, Model, Output
 
 from components.images import CPU_IMAGE, GPU_IMAGE
 
@@ -62,6 +62,37 @@ def self_generate(
     with timed("self-generate"):
         stats = self_generate(parse_config(config_yaml), model.path, captioned.path, sft_data.path)
         sft_data.metadata.update(publish(sft_data.path, dvc_remote, stats))
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def self_generate_from_champion(
+    config_yaml: str,
+    dvc_remote: str,
+    state_dir: str,
+    tracking_uri: str,
+    captioned: Input[Dataset],
+    base_model: Input[Model],
+    previous_gate: Input[Markdown],
+    sft_data: Output[Dataset],
+):
+    """Iterations >= 2 with ``self_generate.model_from: champion``: the champion after the previous
+    gate (or the base, with none) answers from the image; verified traces are kept."""
+    import tempfile
+
+    from vlthinker.tasks.data import parse_config, publish, self_generate
+    from vlthinker.tasks.registry import generator_model
+    from vlthinker.tasks.timing import timed
+
+    with timed("self-generate"), tempfile.TemporaryDirectory(prefix="vlthinker-champion-") as scratch:
+        config = parse_config(config_yaml)
+        champion = int(previous_gate.metadata["champion"])
+        model_dir, label = generator_model(
+            config, state_dir, tracking_uri, dvc_remote, champion, base_model.path, scratch
+        )
+        print(f"self-generate: traces from {label}")
+        stats = self_generate(config, model_dir, captioned.path, sft_data.path)
+        sft_data.metadata.update(publish(sft_data.path, dvc_remote, {**stats, "generator": label}))
+        sft_data.metadata["generator_version"] = champion  # the gate's parent version (0: the base)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

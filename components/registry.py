@@ -71,6 +71,13 @@ def gate(
             control_eval_dir=control_evaluation.path,
             sft_model_dir=sft_model.path,
         )
-        report.metadata.update({"version": result["version"], "decision": result["decision"]})
+        # champion: the champion after this gate (0 = none), what model_from=champion generates with
+        report.metadata.update(
+            {
+                "version": result["version"],
+                "decision": result["decision"],
+                "champion": result["champion"] or 0,
+            }
+        )
         with open(report.path, "w", encoding="utf-8") as handle:
             handle.write("```\n" + result["report"] + "\n```\n")

@@ -3,7 +3,8 @@
 Each iteration also evaluates its SFT model alone, as a control recorded beside the candidate.
 
 Iteration 1 distils from the text-only teacher; later iterations self-generate with the previous
-iteration's RL model (the paper's loop). Promotion is the registry's concern and never blocks the
+iteration's RL model (the paper's loop), or with ``self_generate.model_from: champion`` with the
+champion after the previous gate (the base while there is none). Promotion is the registry's concern and never blocks the
 loop: a rejected candidate is recorded, not served. The number of iterations is unrolled when the
 pipeline is built, from the config; everything else a step needs travels as the config YAML string.
 (No ``from __future__ import annotations`` here: KFP reads the pipeline's annotations as types.)
@@ -14,7 +15,18 @@ from kfp import dsl
 from components import data, model, registry
 from vlthinker.config import Config
 
-GPU_STEPS = frozenset({"base-model", "caption", "self-generate", "sft", "select", "rl", "evaluate"})
+GPU_STEPS = frozenset(
+    {
+        "base-model",
+        "caption",
+        "self-generate",
+        "self-generate-from-champion",
+        "sft",
+        "select",
+        "rl",
+        "evaluate",
+    }
+)
 
 
 def build_pipeline(config: Config, cluster: bool = False):
@@ -75,6 +87,18 @@ def build_pipeline(config: Config, cluster: bool = False):
                     data.distill, f"{tag}: distill", dvc_remote=dvc_remote, captioned=captioned, **common
                 )
                 traces.after(captions_ok)
+            elif config.self_generate.model_from == "champion":
+                traces = step(
+                    data.self_generate_from_champion,
+                    f"{tag}: self-generate (champion)",
+                    dvc_remote=dvc_remote,
+                    state_dir=state_dir,
+                    tracking_uri=tracking_uri,
+                    captioned=captioned,
+                    base_model=base.outputs["model"],
+                    previous_gate=previous_gate.outputs["report"],
+                    **common,
+                )
             else:
                 traces = step(
                     data.self_generate,

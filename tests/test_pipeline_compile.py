@@ -131,3 +131,38 @@ def test_config_parameter_is_one_line_json(compiled):
     default = spec["root"]["inputDefinitions"]["parameters"]["config_yaml"]["defaultValue"]
     assert "\n" not in default
     assert load_config(None, None).model_dump(mode="json").keys() == json.loads(default).keys()
+
+
+def test_self_generation_from_the_champion_waits_for_the_previous_gate(tmp_path):
+    from pipelines.cluster import compile_pipeline
+
+    config = load_config(
+        None,
+        {
+            "pipeline.iterations": 3,
+            "pipeline.tracking_uri": "http://vlthinker-mlflow:5000",
+            "pipeline.dvc_remote": "s3://bucket/dvc",
+            "self_generate.model_from": "champion",
+        },
+    )
+    spec, platform = yaml.safe_load_all(compile_pipeline(config, tmp_path / "p.yaml").read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    generators = {k: t for k, t in tasks.items() if k.startswith("self-generate")}
+    assert all(
+        t["componentRef"]["name"].startswith("comp-self-generate-from-champion") for t in generators.values()
+    )
+    assert len(generators) == 2, "iterations 2 and 3"
+    gates = sorted(k for k in tasks if k.startswith("gate"))  # gate, gate-2, gate-3: one per iteration
+    for name, gate in zip(sorted(generators), gates[:2], strict=True):  # iteration k: gate of k-1
+        task = generators[name]
+        report = task["inputs"]["artifacts"]["previous_gate"]["taskOutputArtifact"]
+        assert report["producerTask"] == gate and report["outputArtifactKey"] == "report"
+        assert report["producerTask"] in task["dependentTasks"]
+        assert task["inputs"]["artifacts"]["base_model"]["taskOutputArtifact"]["producerTask"] == "base-model"
+    executors = spec["deploymentSpec"]["executors"]
+    for name, executor in executors.items():
+        if name.startswith("exec-self-generate"):
+            assert executor["container"]["resources"]["accelerator"]["resourceCount"] == "1", name
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    generator = next(v for k, v in k8s.items() if k.startswith("exec-self-generate"))
+    assert {s["secretName"] for s in generator["secretAsEnv"]} >= {"vlthinker-mlflow-client"}

@@ -436,6 +436,30 @@ class Registry:
             self._experiment_id = found.experiment_id
         return self._experiment_id
 
+    def download_version(self, version: int, dst_dir: str | Path) -> Path:
+        """Fetch the files of ``version`` (its logged model's artifacts) into ``dst_dir``; return their directory."""
+        from mlflow.artifacts import download_artifacts
+
+        source = str(self.require_version(version).source or "")
+        if not source.startswith("models:/"):
+            raise RegistryError(
+                f"{self.model_name}/{version} has source {source!r}, not a logged model (models:/<id>)"
+            )
+        logged = self.call(
+            f"get logged model of {self.model_name}/{version}",
+            self.client.get_logged_model,
+            source.removeprefix("models:/"),
+        )
+        Path(dst_dir).mkdir(parents=True, exist_ok=True)
+        local = self.call(
+            f"download {self.model_name}/{version}",
+            download_artifacts,
+            artifact_uri=logged.artifact_location,
+            dst_path=str(dst_dir),
+            tracking_uri=self.stores.tracking_uri,
+        )
+        return Path(local)
+
     def download(self, run_id: str, path: str, dst_dir: str | Path) -> Path:
         Path(dst_dir).mkdir(parents=True, exist_ok=True)
         local = self.call(

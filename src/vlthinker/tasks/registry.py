@@ -96,6 +96,18 @@ def control_tags(candidate_eval_dir: str, control_eval_dir: str) -> dict[str, st
     return {f"sft_control_{key}": f"{value:.6g}" for key, value in headline_metrics(control).items()}
 
 
+def parent_version(
+    registry, run_label: str, iteration: int, datasets: dict[str, dict[str, Any]]
+) -> int | None:
+    """The version whose traces this iteration trained on: the model its SFT data names
+    (``generator_version``, set when it self-generated with the champion; 0 is the base), else the
+    previous iteration's RL version of this run (None in iteration 1: the teacher and the base)."""
+    generator = datasets.get("sft_data", {}).get("generator_version")
+    if generator is not None:
+        return int(generator) or None
+    return find_version(registry, run_label, iteration - 1, "rl") if iteration > 1 else None
+
+
 def register_sft_model(
     config: Config,
     registry,
@@ -179,7 +191,7 @@ def gate(
     registry = open_registry(config, stores, print)
     pause_after_registry_calls(registry, iteration)
     settings = GateSettings.from_config(config.registry)
-    parent = find_version(registry, run_label, iteration - 1, "rl") if iteration > 1 else None
+    parent = parent_version(registry, run_label, iteration, datasets)
     sft_version = None
     if config.registry.register_sft:
         sft_version = register_sft_model(
@@ -216,9 +228,40 @@ def gate(
     tags = dict(existing.tags or {}) if existing is not None else {}
     if tags.get("vlt.decision"):
         print(f"gate: {registry.model_name}/{version} was already gated: {tags['vlt.decision']}")
-        return {"version": version, "decision": tags["vlt.decision"], "report": tags.get("vlt.gate", "")}
+        return {
+            "version": version,
+            "decision": tags["vlt.decision"],
+            "report": tags.get("vlt.gate", ""),
+            "champion": registry.champion(),
+        }
     result = gate_version(
         registry, version, settings, on_phase=lambda phase: pause_point(f"gate:{phase}", iteration)
     )
     print(result.report())
-    return {"version": version, "decision": result.decision, "report": result.report()}
+    return {
+        "version": version,
+        "decision": result.decision,
+        "report": result.report(),
+        "champion": registry.champion(),
+    }
+
+
+def generator_model(
+    config: Config,
+    state_dir: str,
+    tracking_uri: str,
+    dvc_remote: str,
+    champion: int,
+    base_model_dir: str,
+    scratch_dir: str,
+) -> tuple[str, str]:
+    """(model directory, label) of the model that self-generates with ``self_generate.model_from:
+    champion``: version ``champion`` fetched from the registry into ``scratch_dir``, or the base model
+    when there is no champion (``champion`` 0: the base stays the reference)."""
+    from vlthinker.registry.client import open_registry
+
+    if champion <= 0:
+        return base_model_dir, "the base model (no champion yet)"
+    registry = open_registry(config, _stores(state_dir, tracking_uri, dvc_remote), print)
+    path = registry.download_version(champion, scratch_dir)
+    return str(path), f"the champion {registry.model_name}/{champion}"

@@ -1,8 +1,10 @@
-"""``registry.register_sft``: each iteration's SFT model registered beside its RL candidate, never gated.
+"""The registry tasks the pipeline's components call (``vlthinker.tasks.registry``), on the real
+embedded MLflow store and a local DVC remote:
 
-Driven through the registry task the pipeline's gate component calls (``vlthinker.tasks.registry``),
-on the real embedded MLflow store and a local DVC remote; the summary of ``vlthinker run`` lists the
-SFT versions apart from the gated candidates.
+* ``registry.register_sft``: each iteration's SFT model registered beside its RL candidate, never
+  gated; the summary of ``vlthinker run`` lists the SFT versions apart from the gated candidates;
+* ``self_generate.model_from: champion``: the gate reports the champion after it, and the model that
+  self-generates is that version's files fetched from the registry (the base while there is none).
 """
 
 from __future__ import annotations
@@ -138,3 +140,44 @@ def test_the_run_summary_lists_sft_versions_apart_from_the_gated_candidates(worl
         f"SFT models registered, not gated (registry.register_sft): vlthinker-smoke/{sft} (iteration 1)"
         in text
     )
+
+
+def test_the_champion_after_the_gate_is_the_model_that_self_generates(world, tmp_path):
+    from vlthinker.tasks.registry import generator_model
+
+    cfg = config(False)
+    args = (cfg, str(world["state"]), "", str(world["remote"]))
+    base = str(tmp_path / "base-model")
+    assert generator_model(*args, 0, base, str(tmp_path / "scratch0")) == (
+        base,
+        "the base model (no champion yet)",
+    )
+
+    result = gate(world, cfg)
+    assert result["decision"] == "promote" and result["champion"] == result["version"]
+    assert gate(world, cfg)["champion"] == result["version"], "an already gated version reports it too"
+    model_dir, label = generator_model(*args, result["champion"], base, str(tmp_path / "scratch1"))
+    assert label == f"the champion vlthinker-smoke/{result['version']}"
+    registered = sorted(p.name for p in world["rl_model"].iterdir())
+    assert sorted(p.name for p in Path(model_dir).iterdir()) == registered
+    for name in registered:
+        assert (Path(model_dir) / name).read_bytes() == (world["rl_model"] / name).read_bytes()
+
+    with pytest.raises(RegistryError, match="no such model version"):
+        generator_model(*args, 99, base, str(tmp_path / "scratch2"))
+
+
+def test_the_parent_is_the_model_that_wrote_the_traces(world):
+    from vlthinker.tasks.registry import parent_version
+
+    cfg = config(False)
+    registry = open_registry(cfg, resolve_stores(world["state"]))
+    first = gate(world, cfg)["version"]
+    datasets = world["datasets"]
+    assert parent_version(registry, "run-1", 1, datasets) is None, "iteration 1: the teacher's traces"
+    assert parent_version(registry, "run-1", 2, datasets) == first, "the previous iteration's RL model"
+    assert parent_version(registry, "other-run", 2, datasets) is None
+    from_champion = {**datasets, "sft_data": {**datasets["sft_data"], "generator_version": 7.0}}
+    assert parent_version(registry, "run-1", 2, from_champion) == 7
+    from_base = {**datasets, "sft_data": {**datasets["sft_data"], "generator_version": 0}}
+    assert parent_version(registry, "run-1", 2, from_base) is None
