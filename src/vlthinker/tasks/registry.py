@@ -108,6 +108,35 @@ def parent_version(
     return find_version(registry, run_label, iteration - 1, "rl") if iteration > 1 else None
 
 
+def candidate_provenance(
+    config: Config,
+    run_label: str,
+    iteration: int,
+    stage: str,
+    parent: int | None,
+    datasets: dict[str, dict[str, Any]],
+    tags: dict[str, str] | None = None,
+):
+    """The provenance of this run's ``stage`` model of ``iteration``: the record count of each
+    dataset it trained on, plus ``tags``."""
+    from vlthinker.registry.register import Provenance, detect_git_commit
+
+    records = {
+        f"{role}_records": str(record_count(meta["path"]))
+        for role, meta in datasets.items()
+        if "path" in meta
+    }
+    return Provenance(
+        iteration=iteration,
+        stage=stage,
+        parent_version=parent,
+        git_commit=detect_git_commit(),
+        pipeline_run_id=run_label,
+        config_hash=config.content_hash(),
+        extra={**records, **(tags or {})},
+    )
+
+
 def register_sft_model(
     config: Config,
     registry,
@@ -128,7 +157,7 @@ def register_sft_model(
     from pathlib import Path
 
     from vlthinker.registry.client import RegistryError
-    from vlthinker.registry.register import Provenance, detect_git_commit, register_candidate
+    from vlthinker.registry.register import register_candidate
 
     missing = [
         f"{name} ({path or 'not given'})"
@@ -144,19 +173,7 @@ def register_sft_model(
     if version is not None:
         return version
     seen = {role: meta for role, meta in datasets.items() if role != "rl_data"}
-    provenance = Provenance(
-        iteration=iteration,
-        stage="sft",
-        parent_version=parent,
-        git_commit=detect_git_commit(),
-        pipeline_run_id=run_label,
-        config_hash=config.content_hash(),
-        extra={
-            f"{role}_records": str(record_count(meta["path"]))
-            for role, meta in seen.items()
-            if "path" in meta
-        },
-    )
+    provenance = candidate_provenance(config, run_label, iteration, "sft", parent, seen)
     return register_candidate(
         registry, model_dir, eval_dir, provenance, lineage_inputs(seen), stores.dvc_remote
     )
@@ -184,7 +201,7 @@ def gate(
     """
     from vlthinker.registry.client import open_registry
     from vlthinker.registry.gate import GateSettings, gate_version, make_lock, recover
-    from vlthinker.registry.register import Provenance, detect_git_commit, register_candidate
+    from vlthinker.registry.register import register_candidate
     from vlthinker.tasks.pause import pause_after_registry_calls, pause_point
 
     stores = _stores(state_dir, tracking_uri, dvc_remote)
@@ -199,19 +216,14 @@ def gate(
         )
     version = find_version(registry, run_label, iteration, "rl")
     if version is None:
-        provenance = Provenance(
-            iteration=iteration,
-            stage="rl",
-            parent_version=parent,
-            git_commit=detect_git_commit(),
-            pipeline_run_id=run_label,
-            config_hash=config.content_hash(),
-            extra={
-                **{
-                    f"{role}_records": str(record_count(meta["path"]))
-                    for role, meta in datasets.items()
-                    if "path" in meta
-                },
+        provenance = candidate_provenance(
+            config,
+            run_label,
+            iteration,
+            "rl",
+            parent,
+            datasets,
+            {
                 **(control_tags(eval_dir, control_eval_dir) if control_eval_dir else {}),
                 **({"sft_version": str(sft_version)} if sft_version is not None else {}),
             },
