@@ -240,22 +240,14 @@ def gate(
     tags = dict(existing.tags or {}) if existing is not None else {}
     if tags.get("vlt.decision"):
         print(f"gate: {registry.model_name}/{version} was already gated: {tags['vlt.decision']}")
-        return {
-            "version": version,
-            "decision": tags["vlt.decision"],
-            "report": tags.get("vlt.gate", ""),
-            "champion": registry.champion(),
-        }
-    result = gate_version(
-        registry, version, settings, on_phase=lambda phase: pause_point(f"gate:{phase}", iteration)
-    )
-    print(result.report())
-    return {
-        "version": version,
-        "decision": result.decision,
-        "report": result.report(),
-        "champion": registry.champion(),
-    }
+        decision, report = tags["vlt.decision"], tags.get("vlt.gate", "")
+    else:
+        result = gate_version(
+            registry, version, settings, on_phase=lambda phase: pause_point(f"gate:{phase}", iteration)
+        )
+        decision, report = result.decision, result.report()
+        print(report)
+    return {"version": version, "decision": decision, "report": report, "champion": registry.champion()}
 
 
 def generator_model(
