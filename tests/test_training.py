@@ -32,6 +32,7 @@ WORLD = {
     "data.tasks": ["clock", "table"],
     "data.max_difficulty": 1,
     "sft.max_steps": 40,
+    "sft.learning_rate": 1e-3,  # a random tiny model (the default suits the shipped base)
     "sft.save_steps": 1000,
     "sft.logging_steps": 5,
     "select.k": 2,
@@ -283,7 +284,13 @@ def test_killed_sft_step_resumes_to_the_same_step_count(world, tiny_model_dir, t
     from vlthinker.training.common import read_report
     from vlthinker.training.sft import train_sft
 
-    overrides = {"sft.max_steps": 40, "sft.save_steps": 4, "sft.batch_size": 2, "sft.logging_steps": 2}
+    overrides = {
+        "sft.max_steps": 40,
+        "sft.save_steps": 4,
+        "sft.batch_size": 2,
+        "sft.logging_steps": 2,
+        "sft.learning_rate": 1e-3,  # weights that move measurably from the random tiny model's
+    }
     output = tmp_path / "sft"
     command = [
         sys.executable, "-m", "vlthinker.cli", "step", "sft",

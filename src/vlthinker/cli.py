@@ -93,6 +93,13 @@ def pretrain_base_cmd(
         Path, typer.Option(help="State directory; its cache/base/ holds base models by content key.")
     ] = DEFAULT_STATE_DIR,
     force: Annotated[bool, typer.Option(help="Retrain even when a cached base model exists.")] = False,
+    ship: Annotated[
+        bool,
+        typer.Option(
+            help="Maintainers: also store the base in the package (vlthinker/model/prebuilt/<cache key>, "
+            "replacing the one shipped) so runs with this exact recipe take it instead of pretraining."
+        ),
+    ] = False,
 ) -> None:
     """Pretrain the tiny VLM into the base model the first iteration has to beat.
 
@@ -102,6 +109,9 @@ def pretrain_base_cmd(
     the share of right equations on held-out arithmetic drills.
     Writes the model directory (with base_report.json) into OUTPUT; the result is cached by content
     (config + seed) under STATE_DIR/cache/base/, so a second call with the same config is instant.
+    The package ships the default recipe's base (pretrain.use_prebuilt), which such a call takes
+    instead of pretraining; --force pretrains it here. After changing the default recipe, maintainers
+    rebuild the shipped base with --force --ship.
     """
     from vlthinker.model.pretrain import format_report, pretrain_base
 
@@ -114,6 +124,40 @@ def pretrain_base_cmd(
     report, cached = pretrain_base(cfg, output, cache_dir=state_dir / "cache", log=log, force=force)
     typer.echo(format_report(report))
     typer.echo(f"base model {'(cached) ' if cached else ''}written to {output}")
+    if ship:
+        shipped = ship_pretrained(output, report, config, overrides, trained_here=not cached)
+        typer.echo(f"shipped with the package: {shipped}")
+
+
+def ship_pretrained(
+    model_dir: Path, report, config: Path | None, overrides: list[str] | None, trained_here: bool
+) -> Path:
+    """Store ``model_dir`` as the package's shipped base, with how and when it was built."""
+    import datetime
+    import platform
+
+    import torch
+    import transformers
+
+    from vlthinker.model.pretrain import REPORT_FILE, ship_base
+    from vlthinker.registry.register import detect_git_commit
+
+    built = datetime.datetime.fromtimestamp((model_dir / REPORT_FILE).stat().st_mtime, datetime.UTC)
+    command = ["vlthinker", "model", "pretrain-base", "--force"]
+    if config is not None:
+        command += ["--config", str(config)]
+    for item in overrides or []:
+        command += ["--set", item]
+    provenance = {
+        "rebuild": " ".join(command) + " --ship -o DIR",
+        "built_at": built.isoformat(timespec="seconds"),
+        "shipped_at_commit": detect_git_commit(),
+        "trained_at_commit": detect_git_commit() if trained_here else None,  # None: taken from the cache
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+    return ship_base(model_dir, report, provenance)
 
 
 @data_app.command("generate")

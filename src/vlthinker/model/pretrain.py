@@ -10,6 +10,8 @@ chains' notation, :mod:`vlthinker.model.arithmetic`; without them 80% of the equ
 were wrong). Its held-out direct-answer accuracy is the baseline the first iteration has to beat;
 the report also scores its arithmetic on held-out drills. Results are cached by content (config +
 seed + recipe version), and a cache entry whose weights no longer match their recorded hash is rebuilt.
+The package ships the default recipe's base (``prebuilt/<cache key>``, ~37 minutes of pretraining on
+2 cores), which a run with exactly that recipe takes like a cache entry.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ ARITHMETIC_EVAL_DRILLS = 100  # held-out drills the base's arithmetic is scored 
 ARITHMETIC_EVAL_TOKENS = 256  # room for the longest drill's equations
 ANY_DIFFICULTY_SEED_SHIFT = 5_000  # direct answers to questions of every difficulty: a third stream
 REPORT_FILE = "base_report.json"
+PREBUILT_ROOT = Path(__file__).with_name("prebuilt")  # bases shipped with the package, by cache key
+PROVENANCE_FILE = "provenance.json"  # beside a shipped base: how and when it was built
 RESTATE_INSTRUCTION = "Restate the question."
 RESTATEMENT = re.compile(r"[Tt]he question asks ([^\n]+?)\.(?:\n|$)")
 CENTERING_IMAGES = 64  # pretraining images whose mean projector output center_projector removes
@@ -105,7 +109,7 @@ def cache_key(config: Config) -> str:
     payload = {
         "recipe_version": RECIPE_VERSION,
         "model": config.model.model_dump(mode="json"),
-        "pretrain": config.pretrain.model_dump(mode="json"),
+        "pretrain": config.pretrain.model_dump(mode="json", exclude={"use_prebuilt"}),
         "data": {
             "tasks": config.data.tasks,
             "image_size": config.data.image_size,
@@ -742,6 +746,17 @@ def pretrain_base(
                 return report, True
             if candidate == entry and candidate.exists():
                 log(f"pretrain: cache entry {candidate} is incomplete or corrupted; rebuilding it")
+        shipped = shipped_base(key) if config.pretrain.use_prebuilt else None
+        if shipped is not None:
+            if entry is not None:
+                _replace_dir(shipped, entry)
+            _replace_dir(shipped, output)
+            report = read_cached(output)
+            log(
+                f"pretrain: base model {key} shipped with vlthinker reused ({describe_shipped(shipped)}); "
+                "pretrain.use_prebuilt=false or --force pretrains it here"
+            )
+            return report, True
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
     try:
@@ -753,6 +768,69 @@ def pretrain_base(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return report, False
+
+
+def shipped_base(key: str, root: Path | None = None) -> Path | None:
+    """The directory of the base shipped with vlthinker for ``key``, or None when none is shipped.
+
+    A shipped base whose weights do not match its report is an error (a broken install), not a
+    reason to spend half an hour pretraining without saying so.
+    """
+    directory = (PREBUILT_ROOT if root is None else root) / key
+    if not directory.exists():
+        return None
+    report = read_cached(directory)
+    if report is None or report.cache_key != key:
+        raise ValueError(
+            f"{directory}: the base model shipped with vlthinker is incomplete or its weights do not match "
+            f"its {REPORT_FILE} (a damaged install?): reinstall vlthinker, or set pretrain.use_prebuilt=false "
+            "to pretrain the base here"
+        )
+    return directory
+
+
+def describe_shipped(directory: Path) -> str:
+    """One line on how a shipped base was built (its provenance file), for the logs."""
+    try:
+        info = json.loads((directory / PROVENANCE_FILE).read_text())
+    except (OSError, ValueError):
+        return f"no {PROVENANCE_FILE}"
+    commit = info.get("trained_at_commit")
+    return (
+        f"pretrained {info.get('built_at', '?')} at commit {commit[:7] if commit else '(not recorded)'}, "
+        f"{info.get('steps')} steps in "
+        f"{info.get('train_seconds', 0) / 60:.0f} min; see {directory / PROVENANCE_FILE}"
+    )
+
+
+def ship_base(
+    model_dir: Path, report: BaseReport, provenance: dict[str, Any], root: Path | None = None
+) -> Path:
+    """Store a pretrained base in the package (``root/<cache key>``) with its provenance; return it.
+
+    Other shipped bases are removed: the package carries one base, the default recipe's.
+    """
+    root = PREBUILT_ROOT if root is None else root
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".ship-", dir=root))
+    try:
+        shutil.rmtree(staging)
+        shutil.copytree(model_dir, staging)
+        info = {
+            **provenance,
+            "cache_key": report.cache_key,
+            "steps": report.steps,
+            "train_seconds": round(report.train_seconds, 1),
+            "model_sha256": report.model_sha256,
+        }
+        (staging / PROVENANCE_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        target = swap_into_place(staging, root / report.cache_key)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for other in root.iterdir():
+        if other.is_dir() and other.name != report.cache_key:
+            shutil.rmtree(other)
+    return target
 
 
 def _replace_dir(source: Path, target: Path, move: bool = False) -> None:
