@@ -40,14 +40,15 @@ def refuse_to_train(config, model_dir, log):
 def test_the_default_recipe_has_its_base_shipped_and_only_that_one():
     key = cache_key(Config())
     assert key == cache_key(load_config(None, {})), "params.yaml and the code defaults give the same base"
-    assert shipped_base(key) is not None, (
+    shipped = shipped_base(key)
+    assert shipped is not None, (
         f"no shipped base for the default pretraining recipe ({key}): the recipe, the model spec or "
         f"RECIPE_VERSION changed; rebuild it with `{REBUILD}`"
     )
-    shipped = sorted(p.name for p in pretrain.PREBUILT_ROOT.iterdir() if p.is_dir())
-    assert shipped == [key], f"stale shipped bases (the package carries the default's only): {shipped}"
-    provenance = json.loads((pretrain.PREBUILT_ROOT / key / PROVENANCE_FILE).read_text())
-    report = read_cached(pretrain.PREBUILT_ROOT / key)
+    directory, report = shipped
+    keys = sorted(p.name for p in pretrain.PREBUILT_ROOT.iterdir() if p.is_dir())
+    assert keys == [key], f"stale shipped bases (the package carries the default's only): {keys}"
+    provenance = json.loads((directory / PROVENANCE_FILE).read_text())
     assert provenance["cache_key"] == key and provenance["model_sha256"] == report.model_sha256
     assert provenance["steps"] == Config().pretrain.steps and "--ship" in provenance["rebuild"]
 
@@ -55,24 +56,13 @@ def test_the_default_recipe_has_its_base_shipped_and_only_that_one():
 def test_the_shipped_base_still_answers_as_its_report_says():
     """Prompts, tokenizer or generation code changed without a rebuild would show here: the report
     was measured when the base was built, this re-measures it with today's code."""
-    from vlthinker.backends.hf import SamplingParams, generate
     from vlthinker.model.loader import load_model
-    from vlthinker.model.pretrain import score_direct_answers, synthetic_items
-    from vlthinker.prompts import direct_question, user_message
+    from vlthinker.model.pretrain import base_heldout_items, score_base
 
     config = Config()
-    directory = shipped_base(cache_key(config))
-    report = read_cached(directory)
-    items = synthetic_items(config, config.pretrain.n_heldout, config.data.seed, "heldout")
+    directory, report = shipped_base(cache_key(config))
     loaded = load_model(directory, device="cpu")
-    outputs = generate(
-        loaded,
-        [user_message(direct_question(record.question)) for record, _ in items],
-        [image for _, image in items],
-        SamplingParams(max_new_tokens=config.pretrain.max_new_tokens),
-        batch_size=config.pretrain.eval_batch_size,
-    )
-    accuracy, format_rate, _ = score_direct_answers([r for r, _ in items], [o[0] for o in outputs])
+    accuracy, format_rate, _ = score_base(loaded, config, base_heldout_items(config))
     # greedy decoding can flip a near-tie between CPU thread counts: a few items of 600, not more
     assert abs(accuracy - report.heldout_accuracy) <= 0.02, (accuracy, report.heldout_accuracy, REBUILD)
     assert format_rate >= report.format_rate - 0.02

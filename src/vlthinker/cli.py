@@ -148,11 +148,12 @@ def ship_pretrained(
         command += ["--config", str(config)]
     for item in overrides or []:
         command += ["--set", item]
+    commit = detect_git_commit()
     provenance = {
         "rebuild": " ".join(command) + " --ship -o DIR",
         "built_at": built.isoformat(timespec="seconds"),
-        "shipped_at_commit": detect_git_commit(),
-        "trained_at_commit": detect_git_commit() if trained_here else None,  # None: taken from the cache
+        "shipped_at_commit": commit,
+        "trained_at_commit": commit if trained_here else None,  # None: taken from the cache
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),

@@ -471,6 +471,31 @@ def score_direct_answers(
     return correct / max(total, 1), formatted / max(total, 1), per_task
 
 
+def base_heldout_items(config: Config) -> list[tuple[Record, Any]]:
+    """The held-out items a base is scored on (the data config's held-out stream)."""
+    return synthetic_items(config, config.pretrain.n_heldout, config.data.seed, "heldout")
+
+
+def score_base(
+    loaded: Any,
+    config: Config,
+    heldout_items: list[tuple[Record, Any]],
+    prior: dict[str, Counter] | None = None,
+) -> tuple[float, float, dict[str, TaskScore]]:
+    """Greedy direct answers of ``loaded`` to ``heldout_items``, scored as in the base report."""
+    from vlthinker.backends.hf import SamplingParams, generate
+
+    records = [record for record, _ in heldout_items]
+    outputs = generate(
+        loaded,
+        [user_message(direct_question(r.question)) for r in records],
+        [image for _, image in heldout_items],
+        SamplingParams(max_new_tokens=config.pretrain.max_new_tokens),
+        batch_size=config.pretrain.eval_batch_size,
+    )
+    return score_direct_answers(records, [o[0] for o in outputs], prior)
+
+
 def _question_type(record: Record) -> str:
     return str(getattr(record, "question_type", None) or record.task)
 
@@ -535,7 +560,6 @@ def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
     from datasets import Dataset
     from transformers import PrinterCallback
 
-    from vlthinker.backends.hf import SamplingParams, generate
     from vlthinker.model.loader import LoadedModel, default_device, load_model, save_model
     from vlthinker.model.tiny import build_tiny
     from vlthinker.training.common import progress_callback
@@ -551,7 +575,7 @@ def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
         f"{p.n_train} caption/reasoning and {p.n_heldout} held-out synthetic items"
     )
     answer_items, train_items = pretraining_items(config)
-    heldout_items = synthetic_items(config, p.n_heldout, config.data.seed, "heldout")
+    heldout_items = base_heldout_items(config)
     if p.center_projector:
         images = [image for _, image in (train_items or answer_items)[:CENTERING_IMAGES]]
         share = center_projector(loaded.model, loaded.processor, images)
@@ -600,17 +624,11 @@ def train_base(config: Config, model_dir: Path, log: Log) -> BaseReport:
         f"{caption_loss:.4f}"
     )
 
-    records = [record for record, _ in heldout_items]
-    prompts = [user_message(direct_question(r.question)) for r in records]
-    outputs = generate(
+    accuracy, format_rate, per_task = score_base(
         LoadedModel(model=model, processor=loaded.processor, ref=str(model_dir)),
-        prompts,
-        [image for _, image in heldout_items],
-        SamplingParams(max_new_tokens=p.max_new_tokens),
-        batch_size=p.eval_batch_size,
-    )
-    accuracy, format_rate, per_task = score_direct_answers(
-        records, [o[0] for o in outputs], answer_prior([record for record, _ in answer_items])
+        config,
+        heldout_items,
+        answer_prior([record for record, _ in answer_items]),
     )
     arithmetic = score_arithmetic(
         LoadedModel(model=model, processor=loaded.processor, ref=str(model_dir)),
@@ -748,10 +766,10 @@ def pretrain_base(
                 log(f"pretrain: cache entry {candidate} is incomplete or corrupted; rebuilding it")
         shipped = shipped_base(key) if config.pretrain.use_prebuilt else None
         if shipped is not None:
+            shipped, report = shipped
             if entry is not None:
                 _replace_dir(shipped, entry)
             _replace_dir(shipped, output)
-            report = read_cached(output)
             log(
                 f"pretrain: base model {key} shipped with vlthinker reused ({describe_shipped(shipped)}); "
                 "pretrain.use_prebuilt=false or --force pretrains it here"
@@ -770,8 +788,8 @@ def pretrain_base(
     return report, False
 
 
-def shipped_base(key: str, root: Path | None = None) -> Path | None:
-    """The directory of the base shipped with vlthinker for ``key``, or None when none is shipped.
+def shipped_base(key: str, root: Path | None = None) -> tuple[Path, BaseReport] | None:
+    """The directory and report of the base shipped with vlthinker for ``key``; None if none is shipped.
 
     A shipped base whose weights do not match its report is an error (a broken install), not a
     reason to spend half an hour pretraining without saying so.
@@ -786,7 +804,7 @@ def shipped_base(key: str, root: Path | None = None) -> Path | None:
             f"its {REPORT_FILE} (a damaged install?): reinstall vlthinker, or set pretrain.use_prebuilt=false "
             "to pretrain the base here"
         )
-    return directory
+    return directory, report
 
 
 def describe_shipped(directory: Path) -> str:
