@@ -14,15 +14,26 @@ def record_base(
     dvc_remote: str,
     model: Input[Model],
     evaluation: Input[Artifact],
+    reasoning_evaluation: Input[Artifact],
 ):
-    """Store the base model's held-out scores so the first candidate is compared with the base."""
+    """Store the base model's held-out scores so the first candidate is compared with the base.
+
+    ``evaluation``: its direct answers (the gate's reference); ``reasoning_evaluation``: the base asked
+    to reason step by step on the same items, a control kept beside them for the run's summary.
+    """
     from vlthinker.tasks.data import parse_config
     from vlthinker.tasks.registry import record_base
     from vlthinker.tasks.timing import timed
 
     with timed("record-base"):
         record_base(
-            parse_config(config_yaml), state_dir, tracking_uri, dvc_remote, model.path, evaluation.path
+            parse_config(config_yaml),
+            state_dir,
+            tracking_uri,
+            dvc_remote,
+            model.path,
+            evaluation.path,
+            reasoning_evaluation.path,
         )
 
 

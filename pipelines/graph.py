@@ -1,6 +1,8 @@
 """The one pipeline graph: N iterations of (traces -> validate -> SFT -> select -> GRPO -> evaluate -> gate).
 
-Each iteration also evaluates its SFT model alone, as a control recorded beside the candidate.
+Each iteration also evaluates its SFT model alone, as a control recorded beside the candidate; the
+base is evaluated twice: answering directly (the gate's reference, as the paper prompts its baseline)
+and asked to reason step by step (a control recorded beside it: what the base's own chains reach).
 
 Iteration 1 distils from the text-only teacher; later iterations self-generate with the previous
 iteration's RL model (the paper's loop), or with ``self_generate.model_from: champion`` with the
@@ -69,6 +71,9 @@ def build_pipeline(config: Config, cluster: bool = False):
         validate("held-out", "eval", heldout)
         base = step(model.base_model, "base model", state_dir=state_dir, **common)
         base_eval = evaluate("evaluate base", "base", base.outputs["model"])
+        base_reasoning_eval = evaluate(
+            "evaluate base step by step (control)", "base-reasoning", base.outputs["model"]
+        )
         captioned = step(
             data.caption,
             "caption",
@@ -151,6 +156,7 @@ def build_pipeline(config: Config, cluster: bool = False):
                     "record base",
                     model=base.outputs["model"],
                     evaluation=base_eval.outputs["evaluation"],
+                    reasoning_evaluation=base_reasoning_eval.outputs["evaluation"],
                     **stores,
                 ).after(rl_eval)
             gate = step(

@@ -50,9 +50,16 @@ def summary_rows(status: dict, run_label: str) -> list[dict]:
 
 def format_summary(status: dict, run_label: str, seconds: float, tracking_uri: str) -> str:
     base = (status.get("base") or {}).get("metrics", {})
+    reasoning = (status.get("base") or {}).get("reasoning_control") or {}
     lines = [
         f"run {run_label} finished in {seconds:.0f}s; registered model {status['model']!r}",
-        f"base model: held-out accuracy {_pct(base.get('heldout_accuracy'))}",
+        f"base model: held-out accuracy {_pct(base.get('heldout_accuracy'))} answering directly "
+        "(the gate's reference)"
+        + (
+            f"; {_pct(reasoning.get('heldout_accuracy'))} asked to reason step by step (a control)"
+            if reasoning
+            else ""
+        ),
         f"{'iter':>4}  {'version':>7}  {'SFT items':>9}  {'RL items':>8}  {'SFT only':>8}  {'held-out':>8}  "
         f"{'decision':<9} aliases: reason",
     ]

@@ -58,6 +58,10 @@ def test_run_registers_each_iteration_with_lineage(smoke_run):
     out = result.stdout
     assert "champion:" in out and "mlflow ui --backend-store-uri" in out
     assert "base model: held-out accuracy" in out
+    # the base asked to reason step by step on the same items: a control beside its direct answers
+    control = st["base"]["reasoning_control"]
+    assert control["heldout_n"] == st["base"]["metrics"]["heldout_n"]
+    assert f"{100 * control['heldout_accuracy']:.1f}% asked to reason step by step (a control)" in out
     assert "SFT only" in out
     for v in versions:  # each iteration's row shows its control beside its candidate
         control = f"{100 * float(v['tags']['vlt.sft_control_heldout_accuracy']):.1f}%"

@@ -4,7 +4,9 @@ embedded MLflow store and a local DVC remote:
 * ``registry.register_sft``: each iteration's SFT model registered beside its RL candidate, never
   gated; the summary of ``vlthinker run`` lists the SFT versions apart from the gated candidates;
 * ``self_generate.model_from: champion``: the gate reports the champion after it, and the model that
-  self-generates is that version's files fetched from the registry (the base while there is none).
+  self-generates is that version's files fetched from the registry (the base while there is none);
+* the base asked to reason step by step, recorded beside its direct answers as a control that the
+  summary shows and the gate does not use.
 """
 
 from __future__ import annotations
@@ -140,6 +142,39 @@ def test_the_run_summary_lists_sft_versions_apart_from_the_gated_candidates(worl
         f"SFT models registered, not gated (registry.register_sft): vlthinker-smoke/{sft} (iteration 1)"
         in text
     )
+
+
+def test_the_bases_step_by_step_control_is_recorded_beside_its_direct_answers(world, tmp_path):
+    from pipelines.summary import format_summary
+    from vlthinker.registry.status import format_status
+
+    cfg = config(False)
+    heldout = tmp_path / "sets" / "heldout"
+    reasoning = write_eval(
+        tmp_path / "eval-base-reasoning",
+        [i < 21 for i in range(N)],
+        md5=dir_md5(heldout),
+        dataset_dir=heldout,
+    )
+    args = (cfg, str(world["state"]), "", str(world["remote"]), str(tmp_path / "base-model"))
+    tasks.record_base(*args, str(world["evals"]["base"]), str(reasoning))
+    status, _ = versions(world, cfg)
+    assert status["base"]["metrics"]["heldout_accuracy"] == pytest.approx(10 / N), "the gate's reference"
+    assert status["base"]["reasoning_control"]["heldout_accuracy"] == pytest.approx(21 / N)
+    text = format_summary(status, "run-1", 12.0, "sqlite:///x.db")
+    assert "held-out accuracy 16.7% answering directly" in text
+    assert "35.0% asked to reason step by step (a control)" in text
+    assert "step by step 35.0% (control)" in format_status(status)
+
+    gate(world, cfg)  # the gate compares with the direct answers: 40 vs 10 right
+    assert versions(world, cfg)[0]["versions"][0]["decision"] == "promote"
+
+    # a control scored on other items is refused, and the record stays as it was
+    other = write_eval(tmp_path / "eval-other", [True] * (N - 1), md5=dir_md5(heldout), dataset_dir=heldout)
+    with pytest.raises(RegistryError, match="a control must use the same items") as error:
+        tasks.record_base(*args, str(world["evals"]["base"]), str(other))
+    assert str(other) in str(error.value)
+    assert versions(world, cfg)[0]["base"]["reasoning_control"]["heldout_accuracy"] == pytest.approx(21 / N)
 
 
 def test_the_champion_after_the_gate_is_the_model_that_self_generates(world, tmp_path):

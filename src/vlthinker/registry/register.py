@@ -405,8 +405,13 @@ def record_base(
     model_ref: str,
     datasets: Sequence[DatasetInput] = (),
     dvc_remote: str | None = None,
+    reasoning_metrics: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Record the base model's evaluation (run + the registered model's ``vlt.base`` tag); return the record."""
+    """Record the base model's evaluation (run + the registered model's ``vlt.base`` tag); return the record.
+
+    ``reasoning_metrics``: the base asked to reason step by step on the same items, kept in the record
+    as ``reasoning_control`` (a control for the summary: the gate compares with ``metrics``).
+    """
     from vlthinker.evaluation import benchmark_hashes, headline_metrics, read_metrics
 
     remote = dvc_remote or registry.stores.dvc_remote
@@ -428,6 +433,8 @@ def record_base(
         "dvc_remote": remote,
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if reasoning_metrics is not None:
+        record["reasoning_control"] = dict(reasoning_metrics)
     registry.ensure_model()
     registry.set_model_tag(BASE_TAG, json.dumps(record, sort_keys=True))
     registry.log(f"registry: base {model_ref} recorded on {registry.model_name} (run {run_id})")

@@ -55,7 +55,12 @@ def registry_status(registry: Registry) -> dict[str, Any]:
         "champion": None if champion is None else int(champion),
         "base": None
         if base is None
-        else {"metrics": base.get("metrics", {}), "model": base.get("model"), "run_id": base.get("run_id")},
+        else {
+            "metrics": base.get("metrics", {}),
+            "reasoning_control": base.get("reasoning_control"),
+            "model": base.get("model"),
+            "run_id": base.get("run_id"),
+        },
         "versions": [version_entry(mv, by_version.get(int(mv.version), [])) for mv in registry.versions()],
     }
 
@@ -76,6 +81,11 @@ def format_status(status: dict[str, Any], pending: dict[str, Any] | None = None)
         lines.append(
             f"base {base.get('model')}: held-out accuracy {_pct(base['metrics'], 'heldout_accuracy')}, "
             f"format rate {_pct(base['metrics'], 'heldout_format_rate')}"
+            + (
+                f"; step by step {_pct(base['reasoning_control'], 'heldout_accuracy')} (control)"
+                if base.get("reasoning_control")
+                else ""
+            )
         )
     if pending:
         intent = pending.get("intent") or {}

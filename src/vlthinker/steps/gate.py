@@ -31,10 +31,13 @@ def record_base_step(
     model_ref: str,
     datasets: Sequence[Any] = (),
     log: Log = print,
+    reasoning_metrics: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     from vlthinker.registry.register import record_base
 
-    return record_base(_registry(config, stores, log), eval_dir, model_ref, datasets, stores.dvc_remote)
+    return record_base(
+        _registry(config, stores, log), eval_dir, model_ref, datasets, stores.dvc_remote, reasoning_metrics
+    )
 
 
 def register_step(

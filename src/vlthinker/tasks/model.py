@@ -92,7 +92,8 @@ def rl(
 
 
 def evaluate(config: Config, model_dir: str, heldout_dir: str, output_dir: str, stage: str) -> dict[str, Any]:
-    """Greedy evaluation on the held-out set; the base answers directly, trained models reason."""
+    """Greedy evaluation on the held-out set: stage ``base`` answers directly (the gate's reference);
+    every other stage reasons, ``base-reasoning`` (the base's step-by-step control) included."""
     from vlthinker.steps.evaluate import evaluate_step, kfp_outputs
 
     style = "direct" if stage == "base" else "reasoning"

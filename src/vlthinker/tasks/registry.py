@@ -48,12 +48,23 @@ def record_count(dataset_dir: str) -> int:
 
 
 def record_base(
-    config: Config, state_dir: str, tracking_uri: str, dvc_remote: str, model_dir: str, eval_dir: str
+    config: Config,
+    state_dir: str,
+    tracking_uri: str,
+    dvc_remote: str,
+    model_dir: str,
+    eval_dir: str,
+    reasoning_eval_dir: str | None = None,
 ):
+    """Record the base's direct answers (the gate's reference) and, as a control the gate does not
+    use, the base asked to reason step by step on the same items (``reasoning_eval_dir``)."""
     from vlthinker.steps.gate import record_base_step
 
     stores = _stores(state_dir, tracking_uri, dvc_remote)
-    return record_base_step(config, stores, eval_dir, resolve_model_ref(model_dir))
+    reasoning = same_items_metrics(eval_dir, reasoning_eval_dir) if reasoning_eval_dir else None
+    return record_base_step(
+        config, stores, eval_dir, resolve_model_ref(model_dir), reasoning_metrics=reasoning
+    )
 
 
 def lineage_inputs(datasets: dict[str, dict[str, Any]]) -> list:
@@ -68,12 +79,11 @@ def lineage_inputs(datasets: dict[str, dict[str, Any]]) -> list:
     ]
 
 
-def control_tags(candidate_eval_dir: str, control_eval_dir: str) -> dict[str, str]:
-    """``{"sft_control_<metric>": value}`` for the SFT control evaluated on the candidate's very items.
+def same_items_metrics(reference_eval_dir: str, control_eval_dir: str) -> dict[str, float]:
+    """The headline metrics of a control evaluation scored on the reference evaluation's very items.
 
-    The registry records it beside the candidate (tags ``vlt.sft_control_accuracy``, ...) so what
-    GRPO added is the candidate's accuracy minus the control's; it plays no part in the gate. A
-    control scored on other items says nothing about that, so it is refused.
+    A control (the SFT model beside the candidate, the base asked to reason beside its direct
+    answers) says something about the reference only on the same items, so other items are refused.
     """
     from vlthinker.evaluation import (
         benchmark_hashes,
@@ -85,15 +95,24 @@ def control_tags(candidate_eval_dir: str, control_eval_dir: str) -> dict[str, st
     from vlthinker.registry.client import RegistryError
 
     control = read_metrics(control_eval_dir)
-    hashes = benchmark_hashes(read_metrics(candidate_eval_dir)), benchmark_hashes(control)
-    items = [set(correctness(read_predictions(d))) for d in (candidate_eval_dir, control_eval_dir)]
+    hashes = benchmark_hashes(read_metrics(reference_eval_dir)), benchmark_hashes(control)
+    items = [set(correctness(read_predictions(d))) for d in (reference_eval_dir, control_eval_dir)]
     if hashes[0] != hashes[1] or items[0] != items[1]:
         raise RegistryError(
-            f"control evaluation {control_eval_dir} was not scored on the items of the candidate's "
-            f"evaluation {candidate_eval_dir} (benchmarks {hashes[1]} vs {hashes[0]}): "
-            "a control must use the same items"
+            f"control evaluation {control_eval_dir} was not scored on the items of the evaluation "
+            f"{reference_eval_dir} (benchmarks {hashes[1]} vs {hashes[0]}): a control must use the same items"
         )
-    return {f"sft_control_{key}": f"{value:.6g}" for key, value in headline_metrics(control).items()}
+    return headline_metrics(control)
+
+
+def control_tags(candidate_eval_dir: str, control_eval_dir: str) -> dict[str, str]:
+    """``{"sft_control_<metric>": value}`` for the SFT control evaluated on the candidate's very items.
+
+    The registry records it beside the candidate (tags ``vlt.sft_control_accuracy``, ...) so what
+    GRPO added is the candidate's accuracy minus the control's; it plays no part in the gate.
+    """
+    metrics = same_items_metrics(candidate_eval_dir, control_eval_dir)
+    return {f"sft_control_{key}": f"{value:.6g}" for key, value in metrics.items()}
 
 
 def parent_version(
