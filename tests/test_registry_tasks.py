@@ -161,6 +161,9 @@ def test_the_bases_step_by_step_control_is_recorded_beside_its_direct_answers(wo
     status, _ = versions(world, cfg)
     assert status["base"]["metrics"]["heldout_accuracy"] == pytest.approx(10 / N), "the gate's reference"
     assert status["base"]["reasoning_control"]["heldout_accuracy"] == pytest.approx(21 / N)
+    run = open_registry(cfg, resolve_stores(world["state"])).client.get_run(status["base"]["run_id"])
+    assert run.data.metrics["reasoning_control_heldout_accuracy"] == pytest.approx(21 / N)
+    assert run.data.metrics["heldout_accuracy"] == pytest.approx(10 / N), "the run's own evaluation"
     text = format_summary(status, "run-1", 12.0, "sqlite:///x.db")
     assert "held-out accuracy 16.7% answering directly" in text
     assert "35.0% asked to reason step by step (a control)" in text

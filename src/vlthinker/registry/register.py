@@ -188,9 +188,16 @@ def _with_benchmarks(datasets: Sequence[DatasetInput], metrics: dict[str, Any]) 
 
 
 def log_evaluation_run(
-    registry: Registry, eval_dir: str | Path, run_name: str, tags: dict[str, str], params: dict[str, str]
+    registry: Registry,
+    eval_dir: str | Path,
+    run_name: str,
+    tags: dict[str, str],
+    params: dict[str, str],
+    extra_metrics: dict[str, float] | None = None,
 ) -> str:
-    """An MLflow run holding one evaluation: metrics, artifacts, predictions table. Returns its id."""
+    """An MLflow run holding one evaluation: metrics, artifacts, predictions table. Returns its id.
+
+    ``extra_metrics`` are logged beside the evaluation's own (the base's step-by-step control)."""
     from mlflow.entities import Metric, Param
 
     from vlthinker.evaluation import flat_metrics, read_metrics, read_predictions
@@ -214,7 +221,10 @@ def log_evaluation_run(
             "log evaluation metrics",
             client.log_batch,
             run_id,
-            metrics=[Metric(k, v, now, 0) for k, v in sorted(flat_metrics(metrics).items())],
+            metrics=[
+                Metric(k, v, now, 0)
+                for k, v in sorted({**flat_metrics(metrics), **(extra_metrics or {})}.items())
+            ],
             params=[Param(k, str(v)[:6000]) for k, v in sorted(params.items()) if v is not None],
         )
         registry.call("upload evaluation", client.log_artifacts, run_id, str(eval_dir), EVAL_ARTIFACTS)
@@ -410,7 +420,8 @@ def record_base(
     """Record the base model's evaluation (run + the registered model's ``vlt.base`` tag); return the record.
 
     ``reasoning_metrics``: the base asked to reason step by step on the same items, kept in the record
-    as ``reasoning_control`` (a control for the summary: the gate compares with ``metrics``).
+    as ``reasoning_control`` and logged on the base's evaluation run as ``reasoning_control_<metric>``
+    (a control for people: the gate compares with ``metrics``).
     """
     from vlthinker.evaluation import benchmark_hashes, headline_metrics, read_metrics
 
@@ -423,6 +434,7 @@ def record_base(
         "base",
         {"vlt.kind": "base"},
         {"model": model_ref, "prompt_style": str((metrics.get("info") or {}).get("prompt_style", ""))},
+        {f"reasoning_control_{key}": value for key, value in (reasoning_metrics or {}).items()},
     )
     record = {
         "model": model_ref,
