@@ -10,7 +10,8 @@ port or a real ``mlflow server`` behind :class:`~mlflow_helpers.SlowProxy`:
   clearly; once MLflow is back the re-run resumes from the checkpoint into the same MLflow run;
 * training failing while MLflow is down: the training error comes out, not MLflow's;
 * a lost answer to a run's creation (evaluation or training run) leaves one run, not two;
-* :func:`vlthinker.fsutil.swap_into_place` whose second rename fails puts the old directory back.
+* :func:`vlthinker.fsutil.swap_into_place` whose second rename fails puts the old directory back;
+  :func:`vlthinker.fsutil.replace_dir` whose copy fails leaves the old directory and no staging.
 """
 
 from __future__ import annotations
@@ -268,3 +269,34 @@ def test_swap_into_place_restores_the_old_directory_when_the_new_one_cannot_move
     fsutil.swap_into_place(staging, target)
     assert (target / "records.jsonl").read_text() == "new\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_replace_dir_copies_or_moves_into_place_and_leaves_no_staging_when_the_copy_fails(
+    tmp_path, monkeypatch
+):
+    from vlthinker import fsutil
+
+    source, target = tmp_path / "src", tmp_path / "out" / "model"
+    source.mkdir()
+    (source / "weights").write_text("new\n")
+    target.mkdir(parents=True)
+    (target / "weights").write_text("old\n")
+
+    def failing_copytree(src, dst, *args, **kwargs):
+        Path(dst).mkdir()
+        (Path(dst) / "weights").write_text("ne")  # half-written, then the disk fills
+        raise OSError(28, "No space left on device (injected)", str(dst))
+
+    monkeypatch.setattr(fsutil.shutil, "copytree", failing_copytree)
+    with pytest.raises(OSError, match="injected"):
+        fsutil.replace_dir(source, target)
+    assert (target / "weights").read_text() == "old\n"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model"], "no staging left"
+
+    monkeypatch.undo()
+    assert fsutil.replace_dir(source, target) == target
+    assert (target / "weights").read_text() == "new\n" and (source / "weights").exists(), "copied"
+    (source / "weights").write_text("moved\n")
+    fsutil.replace_dir(source, target, move=True)
+    assert (target / "weights").read_text() == "moved\n" and not source.exists(), "moved"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 
@@ -30,3 +31,24 @@ def swap_into_place(staging: str | Path, target: str | Path) -> Path:
     else:
         os.replace(staging, target)
     return target
+
+
+def replace_dir(source: str | Path, target: str | Path, move: bool = False) -> Path:
+    """Put a copy of ``source`` (or ``source`` itself, with ``move``) at ``target`` atomically.
+
+    The copy or move goes into a temp sibling of ``target`` first and is then swapped into place
+    (:func:`swap_into_place`). If that fails part-way, the temp sibling is removed and ``target`` is as
+    it was; with ``move``, a ``source`` that was not moved yet is left where it was.
+    """
+    source, target = Path(source), Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        staging.rmdir()
+        if move:
+            shutil.move(str(source), staging)
+        else:
+            shutil.copytree(source, staging)
+        return swap_into_place(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

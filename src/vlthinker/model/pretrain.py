@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from vlthinker.config import Config
-from vlthinker.fsutil import swap_into_place
+from vlthinker.fsutil import replace_dir, swap_into_place
 from vlthinker.logs import quiet_logger
 from vlthinker.prompts import (
     CAPTION_PROMPT,
@@ -759,7 +759,7 @@ def pretrain_base(
             report = read_cached(candidate)
             if report is not None and report.cache_key == key:
                 if candidate != output:
-                    _replace_dir(candidate, output)
+                    replace_dir(candidate, output)
                 log(f"pretrain: cached base model {key} reused from {candidate}")
                 return report, True
             if candidate == entry and candidate.exists():
@@ -768,8 +768,8 @@ def pretrain_base(
         if shipped is not None:
             shipped, report = shipped
             if entry is not None:
-                _replace_dir(shipped, entry)
-            _replace_dir(shipped, output)
+                replace_dir(shipped, entry)
+            replace_dir(shipped, output)
             log(
                 f"pretrain: base model {key} shipped with vlthinker reused ({describe_shipped(shipped)}); "
                 "pretrain.use_prebuilt=false or --force pretrains it here"
@@ -781,8 +781,8 @@ def pretrain_base(
         report = train_base(config, tmp, log)
         (tmp / REPORT_FILE).write_text(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
         if entry is not None:
-            _replace_dir(tmp, entry)
-        _replace_dir(tmp, output, move=True)
+            replace_dir(tmp, entry)
+        replace_dir(tmp, output, move=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return report, False
@@ -849,18 +849,6 @@ def ship_base(
         if other.is_dir() and other.name != report.cache_key:
             shutil.rmtree(other)
     return target
-
-
-def _replace_dir(source: Path, target: Path, move: bool = False) -> None:
-    """Put ``source`` at ``target`` atomically (copy or move into a temp sibling, then rename)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    shutil.rmtree(staging)
-    if move:
-        shutil.move(str(source), staging)
-    else:
-        shutil.copytree(source, staging)
-    swap_into_place(staging, target)
 
 
 def format_report(report: BaseReport) -> str:

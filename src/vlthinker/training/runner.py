@@ -285,8 +285,8 @@ def _report(job, trainer, result, seconds, n_examples, samples_per_step, resumed
 
 def _save_final(job: TrainingJob, trainer, raw_model, processor, report: TrainReport) -> None:
     """Write model + processor + report into ``<work>/final``, then rename it into the output."""
+    from vlthinker.fsutil import replace_dir
     from vlthinker.model.loader import save_processor
-    from vlthinker.model.pretrain import _replace_dir
 
     final = job.work_dir / "final"
     if is_main_process() and final.exists():
@@ -305,5 +305,5 @@ def _save_final(job: TrainingJob, trainer, raw_model, processor, report: TrainRe
         for stale in final.glob("training_args.bin"):
             stale.unlink()
         write_json(final / REPORT_FILE, report.to_json())
-        _replace_dir(final, job.output_dir, move=True)
+        replace_dir(final, job.output_dir, move=True)
     trainer.accelerator.wait_for_everyone()
