@@ -5,6 +5,7 @@ training cheap), distilled by the offline teacher, and an SFT model trained on t
 untrained tiny VLM. These tests check what holds at this size:
 
 * SFT lowers the held-out SFT loss (by more than half) and writes a standard model directory;
+* the SFT data path pairs each trace with its own image (the shipped base's loss tells);
 * selection records pass rates and keeps only the configured band; GRPO runs, logs its metrics;
 * a step killed with SIGKILL after a checkpoint and re-run resumes and ends with the same number of
   optimizer steps as an uninterrupted run.
@@ -102,6 +103,38 @@ def test_sft_lowers_the_heldout_loss(world, tiny_model_dir, sft_model, config):
     assert after < 0.5 * before
     curve = report.extra["loss_curve"]
     assert curve[-1][1] < 0.5 * curve[0][1]
+
+
+def test_sft_batches_pair_each_trace_with_its_own_image(world, config, tmp_path):
+    """The shipped base reads the images: its loss on the SFT traces is clearly lower with each
+    record's own image than with its neighbour's. A trace paired with the wrong image, or with none,
+    in the SFT data path (dataset loading, TRL's collator) would make the two losses alike."""
+    from vlthinker.model.pretrain import cache_key, shipped_base
+    from vlthinker.records import read_records
+    from vlthinker.steps.distill import distill
+    from vlthinker.training.sft import sft_loss
+
+    shipped = shipped_base(cache_key(Config()))
+    assert shipped is not None, "the default recipe's base ships with the package (test_prebuilt_base)"
+    base = shipped[0]
+    # the teacher's plain style (the base's pretraining chains): its filler and slips would bury the
+    # few tokens that the image decides under tokens that nothing decides
+    plain = {
+        f"distill.offline.{knob}": 0
+        for knob in ("reflection_prob", "error_prob", "verbosity_max", "long_prob")
+    }
+    own_images = tmp_path / "sft-own"
+    distill(load_config(None, {**WORLD, **plain}), world / "heldout", own_images, log=quiet)
+    shifted = tmp_path / "sft-shifted"
+    shutil.copytree(own_images, shifted)
+    paths = [shifted / r.image for r in read_records(shifted)]
+    contents = [p.read_bytes() for p in paths]
+    for path, content in zip(paths, contents[1:] + contents[:1], strict=True):
+        path.write_bytes(content)
+    own = sft_loss(config, base, own_images)
+    neighbours = sft_loss(config, base, shifted)
+    print(f"shipped base's SFT loss: own images {own:.3f}, the neighbour's {neighbours:.3f}")
+    assert neighbours > 1.5 * own
 
 
 def test_sft_writes_a_standard_model_dir_and_logs_to_mlflow(sft_model, tracking_uri):
