@@ -5,7 +5,7 @@ training cheap), distilled by the offline teacher, and an SFT model trained on t
 untrained tiny VLM. These tests check what holds at this size:
 
 * SFT lowers the held-out SFT loss (by more than half) and writes a standard model directory;
-* the SFT data path pairs each trace with its own image (the shipped base's loss tells);
+* the SFT and GRPO data paths pair each trace/prompt with its own image (the shipped base tells);
 * selection records pass rates and keeps only the configured band; GRPO runs, logs its metrics;
 * a step killed with SIGKILL after a checkpoint and re-run resumes and ends with the same number of
   optimizer steps as an uninterrupted run.
@@ -260,6 +260,38 @@ def test_select_tells_when_grpo_will_revisit_kept_items():
     assert revisit_note(0, True, config) is None  # nothing kept: the RL suite reports that
     by_epochs = config.model_copy(update={"rl": config.rl.model_copy(update={"max_steps": None})})
     assert revisit_note(10, True, by_epochs) is None
+
+
+def test_grpo_rewards_each_completion_against_its_own_item(world, config, tmp_path):
+    """The shipped base, sampled through GRPO (learning rate ~0, so both runs sample the same model),
+    earns a clearly higher accuracy reward with each prompt's own image than with its neighbour's.
+    A prompt, image and answer out of step in the RL data path would make the rewards alike."""
+    from vlthinker.model.pretrain import cache_key, shipped_base
+    from vlthinker.records import read_records
+    from vlthinker.training.rl import train_rl
+
+    shipped = shipped_base(cache_key(Config()))
+    assert shipped is not None, "the default recipe's base ships with the package (test_prebuilt_base)"
+    rl = config.rl.model_copy(
+        update={"learning_rate": 1e-12, "max_steps": 4, "prompts_per_step": 4, "max_completion_length": 128}
+    )
+    sampling = config.model_copy(update={"rl": rl})
+    shifted = tmp_path / "shifted"
+    shutil.copytree(world / "heldout", shifted)
+    paths = [shifted / r.image for r in read_records(shifted)]
+    contents = [p.read_bytes() for p in paths]
+    for path, content in zip(paths, contents[1:] + contents[:1], strict=True):
+        path.write_bytes(content)
+
+    def mean_reward(dataset):
+        report = train_rl(sampling, dataset, shipped[0], tmp_path / f"rl-{dataset.name}", log=quiet)
+        rewards = [entry["reward"] for entry in report.extra["log_history"] if "reward" in entry]
+        assert len(rewards) == rl.max_steps
+        return sum(rewards) / len(rewards)
+
+    own, neighbours = mean_reward(world / "heldout"), mean_reward(shifted)
+    print(f"shipped base's GRPO accuracy reward: own images {own:.3f}, the neighbour's {neighbours:.3f}")
+    assert own > neighbours + 0.2
 
 
 def test_grpo_trains_resumes_and_logs_its_metrics(candidates, sft_model, config, tracking_uri, world):
