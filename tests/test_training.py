@@ -78,6 +78,28 @@ def world(tmp_path_factory, config):
 
 
 @pytest.fixture(scope="module")
+def shipped_base_dir() -> Path:
+    """The base shipped with the package (it reads the images, unlike the untrained tiny model)."""
+    from vlthinker.model.pretrain import cache_key, shipped_base
+
+    shipped = shipped_base(cache_key(Config()))
+    assert shipped is not None, "the default recipe's base ships with the package (test_prebuilt_base)"
+    return shipped[0]
+
+
+def with_neighbours_images(dataset: Path, output: Path) -> Path:
+    """A copy of ``dataset`` in which every record's image file holds the next record's image."""
+    from vlthinker.records import read_records
+
+    shutil.copytree(dataset, output)
+    paths = [output / r.image for r in read_records(output)]
+    contents = [p.read_bytes() for p in paths]
+    for path, content in zip(paths, contents[1:] + contents[:1], strict=True):
+        path.write_bytes(content)
+    return output
+
+
+@pytest.fixture(scope="module")
 def sft_model(world, tiny_model_dir, config, tracking_uri):
     from vlthinker.training.sft import train_sft
 
@@ -105,18 +127,13 @@ def test_sft_lowers_the_heldout_loss(world, tiny_model_dir, sft_model, config):
     assert curve[-1][1] < 0.5 * curve[0][1]
 
 
-def test_sft_batches_pair_each_trace_with_its_own_image(world, config, tmp_path):
+def test_sft_batches_pair_each_trace_with_its_own_image(world, config, shipped_base_dir, tmp_path):
     """The shipped base reads the images: its loss on the SFT traces is clearly lower with each
     record's own image than with its neighbour's. A trace paired with the wrong image, or with none,
     in the SFT data path (dataset loading, TRL's collator) would make the two losses alike."""
-    from vlthinker.model.pretrain import cache_key, shipped_base
-    from vlthinker.records import read_records
     from vlthinker.steps.distill import distill
     from vlthinker.training.sft import sft_loss
 
-    shipped = shipped_base(cache_key(Config()))
-    assert shipped is not None, "the default recipe's base ships with the package (test_prebuilt_base)"
-    base = shipped[0]
     # the teacher's plain style (the base's pretraining chains): its filler and slips would bury the
     # few tokens that the image decides under tokens that nothing decides
     plain = {
@@ -125,14 +142,9 @@ def test_sft_batches_pair_each_trace_with_its_own_image(world, config, tmp_path)
     }
     own_images = tmp_path / "sft-own"
     distill(load_config(None, {**WORLD, **plain}), world / "heldout", own_images, log=quiet)
-    shifted = tmp_path / "sft-shifted"
-    shutil.copytree(own_images, shifted)
-    paths = [shifted / r.image for r in read_records(shifted)]
-    contents = [p.read_bytes() for p in paths]
-    for path, content in zip(paths, contents[1:] + contents[:1], strict=True):
-        path.write_bytes(content)
-    own = sft_loss(config, base, own_images)
-    neighbours = sft_loss(config, base, shifted)
+    shifted = with_neighbours_images(own_images, tmp_path / "sft-shifted")
+    own = sft_loss(config, shipped_base_dir, own_images)
+    neighbours = sft_loss(config, shipped_base_dir, shifted)
     print(f"shipped base's SFT loss: own images {own:.3f}, the neighbour's {neighbours:.3f}")
     assert neighbours > 1.5 * own
 
@@ -262,29 +274,20 @@ def test_select_tells_when_grpo_will_revisit_kept_items():
     assert revisit_note(10, True, by_epochs) is None
 
 
-def test_grpo_rewards_each_completion_against_its_own_item(world, config, tmp_path):
+def test_grpo_rewards_each_completion_against_its_own_item(world, config, shipped_base_dir, tmp_path):
     """The shipped base, sampled through GRPO (learning rate ~0, so both runs sample the same model),
     earns a clearly higher accuracy reward with each prompt's own image than with its neighbour's.
     A prompt, image and answer out of step in the RL data path would make the rewards alike."""
-    from vlthinker.model.pretrain import cache_key, shipped_base
-    from vlthinker.records import read_records
     from vlthinker.training.rl import train_rl
 
-    shipped = shipped_base(cache_key(Config()))
-    assert shipped is not None, "the default recipe's base ships with the package (test_prebuilt_base)"
     rl = config.rl.model_copy(
         update={"learning_rate": 1e-12, "max_steps": 4, "prompts_per_step": 4, "max_completion_length": 128}
     )
     sampling = config.model_copy(update={"rl": rl})
-    shifted = tmp_path / "shifted"
-    shutil.copytree(world / "heldout", shifted)
-    paths = [shifted / r.image for r in read_records(shifted)]
-    contents = [p.read_bytes() for p in paths]
-    for path, content in zip(paths, contents[1:] + contents[:1], strict=True):
-        path.write_bytes(content)
+    shifted = with_neighbours_images(world / "heldout", tmp_path / "shifted")
 
     def mean_reward(dataset):
-        report = train_rl(sampling, dataset, shipped[0], tmp_path / f"rl-{dataset.name}", log=quiet)
+        report = train_rl(sampling, dataset, shipped_base_dir, tmp_path / f"rl-{dataset.name}", log=quiet)
         rewards = [entry["reward"] for entry in report.extra["log_history"] if "reward" in entry]
         assert len(rewards) == rl.max_steps
         return sum(rewards) / len(rewards)
