@@ -11,7 +11,8 @@ port or a real ``mlflow server`` behind :class:`~mlflow_helpers.SlowProxy`:
 * training failing while MLflow is down: the training error comes out, not MLflow's;
 * a lost answer to a run's creation (evaluation or training run) leaves one run, not two;
 * :func:`vlthinker.fsutil.swap_into_place` whose second rename fails puts the old directory back;
-  :func:`vlthinker.fsutil.replace_dir` whose copy fails leaves the old directory and no staging.
+  :func:`vlthinker.fsutil.replace_dir` whose copy or swap fails leaves the old directory, no staging,
+  and a source it was moving back in place.
 """
 
 from __future__ import annotations
@@ -297,6 +298,21 @@ def test_replace_dir_copies_or_moves_into_place_and_leaves_no_staging_when_the_c
     assert fsutil.replace_dir(source, target) == target
     assert (target / "weights").read_text() == "new\n" and (source / "weights").exists(), "copied"
     (source / "weights").write_text("moved\n")
+    real_replace = os.replace
+
+    def failing_swap(src, dst):
+        if Path(src).name.startswith(".model.tmp-"):  # the new directory into place
+            raise OSError(28, "No space left on device (injected)", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(fsutil.os, "replace", failing_swap)
+    with pytest.raises(OSError, match="injected"):
+        fsutil.replace_dir(source, target, move=True)
+    assert (source / "weights").read_text() == "moved\n", "a failed move puts the source back"
+    assert (target / "weights").read_text() == "new\n"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model"]
+
+    monkeypatch.undo()
     fsutil.replace_dir(source, target, move=True)
     assert (target / "weights").read_text() == "moved\n" and not source.exists(), "moved"
     assert sorted(p.name for p in target.parent.iterdir()) == ["model"]

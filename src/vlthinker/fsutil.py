@@ -37,8 +37,8 @@ def replace_dir(source: str | Path, target: str | Path, move: bool = False) -> P
     """Put a copy of ``source`` (or ``source`` itself, with ``move``) at ``target`` atomically.
 
     The copy or move goes into a temp sibling of ``target`` first and is then swapped into place
-    (:func:`swap_into_place`). If that fails part-way, the temp sibling is removed and ``target`` is as
-    it was; with ``move``, a ``source`` that was not moved yet is left where it was.
+    (:func:`swap_into_place`). If any of that fails, ``target`` is as it was, no temp sibling is left,
+    and with ``move`` a ``source`` already moved into the temp sibling is moved back.
     """
     source, target = Path(source), Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -50,5 +50,9 @@ def replace_dir(source: str | Path, target: str | Path, move: bool = False) -> P
         else:
             shutil.copytree(source, staging)
         return swap_into_place(staging, target)
+    except BaseException:
+        if move and staging.exists() and not source.exists():
+            shutil.move(str(staging), source)
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
