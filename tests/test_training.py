@@ -131,15 +131,13 @@ def test_sft_batches_pair_each_trace_with_its_own_image(world, config, shipped_b
     """The shipped base reads the images: its loss on the SFT traces is clearly lower with each
     record's own image than with its neighbour's. A trace paired with the wrong image, or with none,
     in the SFT data path (dataset loading, TRL's collator) would make the two losses alike."""
+    from vlthinker.model.pretrain import CLEAN_TEACHER
     from vlthinker.steps.distill import distill
     from vlthinker.training.sft import sft_loss
 
-    # the teacher's plain style (the base's pretraining chains): its filler and slips would bury the
+    # the teacher's clean style (the base's pretraining chains): its filler and slips would bury the
     # few tokens that the image decides under tokens that nothing decides
-    plain = {
-        f"distill.offline.{knob}": 0
-        for knob in ("reflection_prob", "error_prob", "verbosity_max", "long_prob")
-    }
+    plain = {f"distill.offline.{knob}": value for knob, value in CLEAN_TEACHER.items()}
     own_images = tmp_path / "sft-own"
     distill(load_config(None, {**WORLD, **plain}), world / "heldout", own_images, log=quiet)
     shifted = with_neighbours_images(own_images, tmp_path / "sft-shifted")

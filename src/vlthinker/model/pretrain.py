@@ -205,15 +205,20 @@ def restatement(record: Record, solution: str) -> str:
     return f"The question asks {found.group(1)}."
 
 
+# The offline teacher's knobs that make it write clean solutions: the pretraining chains' style.
+CLEAN_TEACHER: dict[str, Any] = {
+    "reflection_prob": 0.0,
+    "error_prob": 0.0,
+    "long_prob": 0.0,
+    "verbosity_max": 0,
+}
+
+
 def clean_teacher(seed: int, style: str) -> Any:
     """The offline teacher writing clean solutions (no slips, reflections, fillers or rambling)."""
     from vlthinker.teacher.offline import OfflineTeacher, OfflineTeacherConfig
 
-    return OfflineTeacher(
-        OfflineTeacherConfig(
-            reflection_prob=0.0, error_prob=0.0, long_prob=0.0, verbosity_max=0, seed=seed, style=style
-        )
-    )
+    return OfflineTeacher(OfflineTeacherConfig(**CLEAN_TEACHER, seed=seed, style=style))
 
 
 def _reasoning_share(config: Config) -> float:
